@@ -1,0 +1,5 @@
+"""``python -m dbqueue`` runs the CLI."""
+
+from dbqueue.cli import main
+
+main()

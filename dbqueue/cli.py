@@ -1,0 +1,255 @@
+"""``dbqueue``: the command line, shaped like Celery's (``dbqueue worker -A proj -Q a,b -c 4``).
+
+Every error is one line on stderr with a non-zero exit status; set ``DBQUEUE_TRACEBACK=1``
+to see the full traceback of an unexpected one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from dbqueue.exceptions import DBQueueError
+
+_STATUS_COLUMNS = ("pending", "retrying", "running", "waiting", "paused", "completed", "failed",
+                   "cancelled")
+
+
+class _Group(click.Group):
+    """Turns exceptions into one clear line and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+        except Exception as error:
+            if os.environ.get("DBQUEUE_TRACEBACK"):
+                raise
+            click.echo(f"Error: {_describe(error)}", err=True)
+            raise click.exceptions.Exit(2) from None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, DBQueueError):
+        return str(error)
+    orig = getattr(error, "orig", None)
+    text = str(orig if orig is not None else error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _app_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("-A", "--app", "app_spec", help="The app: module, module:attr.")(fn)
+    return click.option("-b", "--broker", help="Broker URL (overrides the app's).")(fn)
+
+
+def _load_app(ctx: click.Context, app_spec: str | None, broker: str | None,
+              required: bool = False) -> Any:
+    """The app named by -A here or before the command; a bare app on the default broker."""
+    from dbqueue.app import DBQueue
+    from dbqueue.utils.imports import find_app
+
+    root = ctx.find_root().params
+    spec = app_spec or root.get("app_spec")
+    broker = broker or root.get("broker")
+    if spec:
+        app = find_app(spec)
+    elif required:
+        raise click.UsageError("-A/--app is required, e.g. dbqueue worker -A proj")
+    else:
+        app = DBQueue("dbqueue")
+    if broker:
+        app._broker_arg = broker
+    ctx.meta["app_spec"] = spec
+    return app
+
+
+@click.group(cls=_Group)
+@_app_options
+@click.option("--workdir", type=click.Path(file_okay=False), help="Change to this directory.")
+@click.version_option(package_name="dbqueue")
+def main(app_spec: str | None, broker: str | None, workdir: str | None) -> None:
+    """dbqueue: a Celery-compatible job queue on your SQL database."""
+    if workdir:
+        os.chdir(workdir)
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+
+
+@main.command()
+@_app_options
+@click.option("-Q", "--queues", help="Queues to consume, e.g. default,emails:5 (:N = own limit).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Shared pool size.")
+@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]),
+              help="Execution pool for sync tasks.")
+@click.option("-n", "--hostname", help="Node name, e.g. worker1@%h.")
+@click.option("-l", "--loglevel", default="WARNING", show_default=True, help="Log level.")
+@click.option("-f", "--logfile", help="Log to this file instead of stderr.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1),
+              help="Replace a prefork child after this many jobs.")
+@click.option("--without-banner", is_flag=True, help="Do not print the start-up banner.")
+@click.pass_context
+def worker(ctx: click.Context, app_spec: str | None, broker: str | None, queues: str | None,
+           concurrency: int | None, pool: str | None, hostname: str | None, loglevel: str,
+           logfile: str | None, max_tasks_per_child: int | None, without_banner: bool) -> None:
+    """Start a worker."""
+    app = _load_app(ctx, app_spec, broker, required=True)
+    app.Worker(
+        queues=queues, concurrency=concurrency, pool=pool, hostname=hostname,
+        loglevel=loglevel, logfile=logfile, max_tasks_per_child=max_tasks_per_child,
+        app_spec=ctx.meta["app_spec"], show_banner=not without_banner,
+    ).start()
+
+
+@main.group(cls=_Group)
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command()
+@_app_options
+@click.pass_context
+def upgrade(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
+    """Create or upgrade dbqueue's tables (safe to run any number of times)."""
+    from dbqueue.storage.engine import mask_password
+
+    app = _load_app(ctx, app_spec, broker)
+    applied = app.upgrade_db()
+    target = mask_password(app.broker_url())
+    if applied:
+        click.echo(f"Applied {', '.join(applied)} to {target}")
+    else:
+        click.echo(f"{target} is up to date")
+
+
+@main.command()
+@_app_options
+@click.argument("name")
+@click.option("-a", "--args", "args_json", default="[]", help="Positional arguments, JSON list.")
+@click.option("-k", "--kwargs", "kwargs_json", default="{}", help="Keyword arguments, JSON object.")
+@click.option("-Q", "--queue", help="Queue to send to.")
+@click.option("--countdown", type=float, help="Run no sooner than this many seconds from now.")
+@click.option("--eta", help="Run no sooner than this ISO 8601 time.")
+@click.option("--expires", type=float, help="Revoke if not started within this many seconds.")
+@click.option("--priority", type=int, help="Higher runs first.")
+@click.pass_context
+def call(ctx: click.Context, app_spec: str | None, broker: str | None, name: str,
+         args_json: str, kwargs_json: str, queue: str | None, countdown: float | None,
+         eta: str | None, expires: float | None, priority: int | None) -> None:
+    """Enqueue task NAME and print its id."""
+    args = _parse_json(args_json, list, "--args", "a JSON list, e.g. '[1, 2]'")
+    kwargs = _parse_json(kwargs_json, dict, "--kwargs", "a JSON object, e.g. '{\"x\": 1}'")
+    app = _load_app(ctx, app_spec, broker)
+    eta_value = None
+    if eta:
+        try:
+            eta_value = dt.datetime.fromisoformat(eta)
+        except ValueError:
+            raise click.BadParameter(f"not an ISO 8601 time: {eta!r}", param_hint="--eta")
+    result = app.send_task(name, args, kwargs, queue=queue, countdown=countdown, eta=eta_value,
+                           expires=expires, priority=priority)
+    click.echo(result.id)
+
+
+def _parse_json(text: str, kind: type, option: str, expected: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"invalid JSON ({error.msg}); expected {expected}",
+                                 param_hint=option)
+    if not isinstance(value, kind):
+        raise click.BadParameter(f"expected {expected}, got {type(value).__name__}",
+                                 param_hint=option)
+    return value
+
+
+@main.command()
+@_app_options
+@click.argument("task_id")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show a failure's traceback.")
+@click.option("--timeout", type=float, help="Wait up to this many seconds for the job to finish.")
+@click.pass_context
+def result(ctx: click.Context, app_spec: str | None, broker: str | None, task_id: str,
+           show_traceback: bool, timeout: float | None) -> None:
+    """Print the state and result of job TASK_ID."""
+    from dbqueue.exceptions import TaskNotFound
+
+    app = _load_app(ctx, app_spec, broker)
+    handle = app.AsyncResult(task_id)
+    if timeout is not None:
+        handle.get(timeout=timeout, propagate=False)
+    if not handle.exists():
+        raise TaskNotFound(f"no job with id {task_id!r}: never enqueued, or its result expired")
+    state = handle.state
+    value = handle.result
+    if state == "SUCCESS":
+        click.echo(_render(value))
+        return
+    click.echo(f"{state}: {value!r}" if value is not None else state)
+    if show_traceback and handle.traceback:
+        click.echo(handle.traceback)
+    if state in ("FAILURE", "REVOKED", "REJECTED"):
+        raise click.exceptions.Exit(1)
+
+
+def _render(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
+@main.command()
+@_app_options
+@click.option("-Q", "--queues", help="Only these queues (comma separated).")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def purge(ctx: click.Context, app_spec: str | None, broker: str | None, queues: str | None,
+          force: bool) -> None:
+    """Delete every job waiting to run (not running or finished ones)."""
+    app = _load_app(ctx, app_spec, broker)
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    where = f"queue(s) {', '.join(names)}" if names else "all queues"
+    if not force:
+        click.confirm(f"This deletes every job waiting in {where}; there is no undo. Continue?",
+                      abort=True)
+    count = app.control.purge(names)
+    click.echo(f"Purged {count} job(s) from {where}.")
+
+
+@main.command()
+@_app_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(ctx: click.Context, app_spec: str | None, broker: str | None, as_json: bool) -> None:
+    """Queues with their jobs counted by status, and the workers online."""
+    app = _load_app(ctx, app_spec, broker)
+    storage = app.storage
+    counts = storage.queue_counts()
+    age = max(float(app.conf.stale_lock_age), 3 * float(app.conf.worker_heartbeat_interval))
+    workers = storage.live_workers(age)
+    now = storage.now()
+    if as_json:
+        click.echo(json.dumps({"queues": counts, "workers": workers}, default=str, indent=2))
+        return
+    click.echo("Queues:" if counts else "Queues: none")
+    if counts:
+        header = f"  {'queue':<24}" + "".join(f"{c:>11}" for c in _STATUS_COLUMNS)
+        click.echo(header)
+        for queue in sorted(counts):
+            row = counts[queue]
+            click.echo(f"  {queue:<24}" + "".join(f"{row.get(c, 0):>11}" for c in _STATUS_COLUMNS))
+    click.echo(f"Workers: {len(workers)} online")
+    for w in workers:
+        queues = ",".join(f"{q}:{n}" if n else q for q, n in w["queues"].items())
+        click.echo(f"  {w['name']}  pid {w['pid']}  {w['pool']} x{w['concurrency']}  "
+                   f"running {w['running']}  queues {queues}  "
+                   f"heartbeat {now - w['heartbeat_at']:.1f}s ago")

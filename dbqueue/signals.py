@@ -1,0 +1,133 @@
+"""Celery's signals, with Celery's names, senders and keyword arguments, on blinker.
+
+Handlers connect the Celery way (``@task_prerun.connect``, ``sig.connect(fn, sender=...,
+weak=False, dispatch_uid=...)``) and are called as ``handler(sender, **kwargs)``. A handler that
+raises is logged and skipped: observability code must never break a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import blinker
+
+logger = logging.getLogger("dbqueue.signals")
+
+_namespace = blinker.Namespace()
+
+
+class Signal(blinker.NamedSignal):
+    """A blinker signal that accepts Celery's ``connect`` forms and isolates failing handlers."""
+
+    def __init__(self, name: str, doc: str | None = None) -> None:
+        super().__init__(name, doc)
+        self._uids: dict[Any, Callable[..., Any]] = {}
+
+    def connect(  # type: ignore[override]
+        self,
+        receiver: Callable[..., Any] | None = None,
+        sender: Any = blinker.ANY,
+        weak: bool = True,
+        dispatch_uid: Any = None,
+    ) -> Any:
+        """Connect ``receiver``; without it, return a decorator (``@sig.connect(sender=t)``)."""
+        if receiver is None:
+
+            def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+                self.connect(fn, sender=sender, weak=weak, dispatch_uid=dispatch_uid)
+                return fn
+
+            return decorator
+        if dispatch_uid is not None:
+            previous = self._uids.get(dispatch_uid)
+            if previous is not None:
+                super().disconnect(previous)
+            self._uids[dispatch_uid] = receiver
+        super().connect(receiver, sender=sender, weak=weak)
+        return receiver
+
+    def disconnect(  # type: ignore[override]
+        self, receiver: Callable[..., Any] | None = None, sender: Any = blinker.ANY,
+        dispatch_uid: Any = None,
+    ) -> None:
+        """Disconnect by receiver or by the ``dispatch_uid`` it was connected with."""
+        if dispatch_uid is not None:
+            receiver = self._uids.pop(dispatch_uid, receiver)
+        if receiver is not None:
+            super().disconnect(receiver, sender)
+
+    def send(  # type: ignore[override]
+        self, sender: Any = None, /, **kwargs: Any
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        """Call every handler; log and skip those that raise. Returns (handler, result) pairs."""
+        if not self.receivers:
+            return []
+        results = []
+        for receiver in self.receivers_for(sender):
+            try:
+                results.append((receiver, receiver(sender, signal=self, **kwargs)))
+            except Exception:
+                logger.exception("Signal handler %r for %s raised", receiver, self.name)
+        return results
+
+    def __repr__(self) -> str:
+        return f"<Signal: {self.name}>"
+
+
+def _signal(name: str, doc: str) -> Signal:
+    sig = Signal(name, doc)
+    _namespace[name] = sig
+    return sig
+
+
+before_task_publish = _signal(
+    "before_task_publish",
+    "sender=task name; body, exchange, routing_key, headers, properties, declare, retry_policy",
+)
+after_task_publish = _signal(
+    "after_task_publish", "sender=task name; body, exchange, routing_key, headers"
+)
+task_received = _signal("task_received", "sender=worker; request")
+task_prerun = _signal("task_prerun", "sender=task; task_id, task, args, kwargs")
+task_postrun = _signal("task_postrun", "sender=task; task_id, task, args, kwargs, retval, state")
+task_success = _signal("task_success", "sender=task; result, runtime")
+task_failure = _signal(
+    "task_failure", "sender=task; task_id, exception, args, kwargs, traceback, einfo"
+)
+task_retry = _signal("task_retry", "sender=task; request, reason, einfo")
+task_revoked = _signal("task_revoked", "sender=task; request, terminated, signum, expired")
+task_unknown = _signal("task_unknown", "sender=worker; message, exc, name, id")
+task_rejected = _signal("task_rejected", "sender=worker; message, exc")
+worker_init = _signal("worker_init", "sender=worker")
+worker_ready = _signal("worker_ready", "sender=worker")
+worker_shutting_down = _signal("worker_shutting_down", "sender=hostname; sig, how, exitcode")
+worker_shutdown = _signal("worker_shutdown", "sender=worker")
+worker_process_init = _signal("worker_process_init", "sender=hostname (in each prefork child)")
+worker_process_shutdown = _signal(
+    "worker_process_shutdown", "sender=hostname; pid, exitcode (in each prefork child)"
+)
+import_modules = _signal("import_modules", "sender=app")
+
+__all__ = [
+    "Signal",
+    "after_task_publish",
+    "before_task_publish",
+    "import_modules",
+    "task_failure",
+    "task_postrun",
+    "task_prerun",
+    "task_received",
+    "task_rejected",
+    "task_retry",
+    "task_revoked",
+    "task_success",
+    "task_unknown",
+    "worker_init",
+    "worker_process_init",
+    "worker_process_shutdown",
+    "worker_ready",
+    "worker_shutdown",
+    "worker_shutting_down",
+]

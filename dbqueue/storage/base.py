@@ -1,0 +1,446 @@
+"""Storage: every database operation dbqueue performs, named after the state machine's verbs.
+
+Dialect differences (claiming, bulk inserts, notifications) live in the subclasses in
+``postgresql.py``, ``mysql.py`` and ``sqlite.py``; the SQL itself lives in ``sql/*.sql``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Row
+from sqlalchemy.engine import URL
+
+from dbqueue.backoff import RetryConfig
+from dbqueue.exceptions import DBQueueError
+from dbqueue.storage import migrate, queries
+from dbqueue.storage.engine import mask_password
+from dbqueue.storage.retry import call_with_retry
+
+T = TypeVar("T")
+
+#: The status each finishing transition leaves behind.
+_STATUS_AFTER = {
+    "complete": "completed",
+    "fail": "failed",
+    "retry": "retrying",
+    "release": "pending",
+    "expire": "cancelled",
+}
+
+
+class DuplicateJobId(DBQueueError):
+    """A job with this id is already stored (``apply_async(task_id=...)`` reused an id)."""
+
+
+@dataclass
+class NewJob:
+    """A job about to be enqueued. ``run_at`` is absolute (epoch), ``delay`` relative."""
+
+    id: str
+    task: str
+    queue: str
+    payload: bytes
+    content_type: str
+    priority: int = 0
+    max_retries: int | None = None
+    run_at: float | None = None
+    delay: float = 0.0
+    expires_at: float | None = None
+    unique_key: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    options: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "task": self.task, "queue": self.queue, "priority": self.priority,
+            "payload": self.payload, "content_type": self.content_type,
+            "max_retries": self.max_retries, "run_at": self.run_at, "delay": self.delay,
+            "expires_at": self.expires_at, "unique_key": self.unique_key,
+            "parent_id": self.parent_id, "root_id": self.root_id, "options": self.options,
+        }
+
+
+@dataclass
+class ClaimedJob:
+    """A job a worker now holds (status running, attempt already incremented)."""
+
+    id: str
+    task: str
+    queue: str
+    priority: int
+    payload: bytes
+    content_type: str
+    attempt: int
+    max_retries: int | None
+    run_at: float
+    expires_at: float | None
+    created_at: float
+    parent_id: str | None
+    root_id: str | None
+    options: dict[str, Any] = field(default_factory=dict)
+    claimed_at: float = 0.0
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> ClaimedJob:
+        m = row._mapping
+        return cls(
+            id=m["id"], task=m["task"], queue=m["queue"], priority=m["priority"],
+            payload=bytes(m["payload"]), content_type=m["content_type"], attempt=m["attempt"],
+            max_retries=m["max_retries"], run_at=m["run_at"], expires_at=m["expires_at"],
+            created_at=m["created_at"], parent_id=m["parent_id"], root_id=m["root_id"],
+            options=json.loads(m["options"]) if m["options"] else {},
+            claimed_at=float(m["now"]),
+        )
+
+
+@dataclass
+class Outcome:
+    """What happened to a job a worker ran, written by :meth:`Storage.finish`.
+
+    ``kind`` is one of the transition statements: complete, fail, retry, release, expire.
+    """
+
+    kind: str
+    job_id: str
+    result: bytes | None = None
+    result_type: str | None = None
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    delay: float = 0.0
+    payload: bytes | None = None
+
+    def params(self, worker: str) -> dict[str, Any]:
+        base: dict[str, Any] = {"id": self.job_id, "worker": worker}
+        if self.kind == "complete":
+            base.update(result=self.result, result_type=self.result_type,
+                        error_type=self.error_type)
+        elif self.kind in ("fail", "retry"):
+            base.update(error_type=self.error_type, error=self.error, traceback=self.traceback)
+            if self.kind == "retry":
+                base.update(delay=self.delay, payload=self.payload)
+        return base
+
+
+@dataclass
+class ReapedJob:
+    """A job the reaper took back from a dead worker: now pending again, or failed."""
+
+    id: str
+    task: str
+    status: str
+    attempt: int
+
+
+class Storage:
+    """Database access for one broker URL. Thread-safe; one per process per app."""
+
+    family = "base"
+
+    def __init__(
+        self,
+        engine: Engine,
+        url: URL,
+        retry: RetryConfig,
+        notify: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.url = url
+        self.retry = retry
+        self.notify = notify
+        self.q = queries.load(self.family)
+
+    @property
+    def display_url(self) -> str:
+        return mask_password(self.url)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def write(self, fn: Callable[[Connection], T], what: str,
+              retry: RetryConfig | None = None) -> T:
+        """Run ``fn`` in a write transaction, retried on transient errors."""
+
+        def attempt() -> T:
+            with self.engine.connect() as conn:
+                with conn.execution_options(dbqueue_write=True).begin():
+                    return fn(conn)
+
+        return call_with_retry(attempt, retry or self.retry, what)
+
+    def read(self, fn: Callable[[Connection], T], what: str) -> T:
+        """Run ``fn`` in a read transaction, retried on transient errors."""
+
+        def attempt() -> T:
+            with self.engine.connect() as conn, conn.begin():
+                return fn(conn)
+
+        return call_with_retry(attempt, self.retry, what)
+
+    def run(self, conn: Connection, name: str, params: Any = None) -> Any:
+        """Execute a named query on ``conn``."""
+        return conn.execute(self.q[name].clause, params if params is not None else {})
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def upgrade(self) -> list[migrate.Migration]:
+        """Apply pending migrations (``dbqueue db upgrade``)."""
+        return call_with_retry(
+            lambda: migrate.upgrade(self.engine, self.family), self.retry, "schema upgrade"
+        )
+
+    def check_schema(self) -> None:
+        """Raise SchemaError unless the tables match this release."""
+        call_with_retry(
+            lambda: migrate.check(self.engine, self.family, self.display_url),
+            self.retry, "schema check",
+        )
+
+    def schema_version(self) -> int:
+        return call_with_retry(
+            lambda: migrate.read_version(self.engine), self.retry, "schema version"
+        )
+
+    # -- producing --------------------------------------------------------------------------
+
+    def insert_job(self, job: NewJob) -> str:
+        """Enqueue one job; returns its id, or the live job's id when its unique key is taken."""
+        retried = False
+
+        def mark(_: BaseException) -> None:
+            nonlocal retried
+            retried = True
+
+        while True:
+            inserted = call_with_retry(
+                lambda: self._insert_one(job), self.retry, f"enqueue of {job.task}", mark
+            )
+            if inserted:
+                return job.id
+            existing = self._resolve_conflict(job, retried)
+            if existing is not None:
+                return existing
+
+    def _insert_one(self, job: NewJob) -> bool:
+        """Insert one job; True if a row was written."""
+        with self.engine.connect() as conn, conn.execution_options(dbqueue_write=True).begin():
+            return self.run(conn, "insert_job", job.params()).first() is not None
+
+    def _resolve_conflict(self, job: NewJob, retried: bool) -> str | None:
+        """After an insert that wrote nothing: the live job holding the key, or our own row."""
+
+        def look(conn: Connection) -> tuple[str | None, bool]:
+            if job.unique_key is not None:
+                row = self.run(conn, "find_live_unique", {"unique_key": job.unique_key}).first()
+                if row is not None:
+                    return row[0], True
+            exists = self.run(conn, "job_exists", {"id": job.id}).first() is not None
+            return None, exists
+
+        live_id, exists = self.read(look, "unique key lookup")
+        if live_id is not None:
+            return live_id
+        if exists:
+            if retried:
+                return job.id
+            raise DuplicateJobId(
+                f"a job with id {job.id!r} already exists; choose another task_id "
+                "(or forget() the old result first)"
+            )
+        return None
+
+    def insert_jobs(self, jobs: Sequence[NewJob]) -> list[str]:
+        """Enqueue many jobs in one transaction; returns ids (the live job's for duplicates)."""
+        if not jobs:
+            return []
+        conflicts = self.write(lambda conn: self._insert_many(conn, jobs), "bulk enqueue")
+        ids = [job.id for job in jobs]
+        for index in conflicts:
+            resolved = self._resolve_conflict(jobs[index], retried=False)
+            ids[index] = resolved if resolved is not None else self.insert_job(jobs[index])
+        return ids
+
+    def _insert_many(self, conn: Connection, jobs: Sequence[NewJob]) -> list[int]:
+        """Insert ``jobs`` on ``conn``; returns the indexes of jobs that inserted nothing."""
+        conflicts = []
+        for index, job in enumerate(jobs):
+            if self.run(conn, "insert_job", job.params()).first() is None:
+                conflicts.append(index)
+        return conflicts
+
+    # -- working ----------------------------------------------------------------------------
+
+    def claim(self, worker: str, queues: Sequence[str], limit: int,
+              retry: RetryConfig | None = None) -> list[ClaimedJob]:
+        """pending/retrying -> running for up to ``limit`` due jobs, highest priority first."""
+        jobs = self.write(
+            lambda conn: self._claim(conn, worker, list(queues), limit), "claim", retry
+        )
+        jobs.sort(key=lambda j: (-j.priority, j.run_at))
+        return jobs
+
+    def _claim(self, conn: Connection, worker: str, queues: list[str],
+               limit: int) -> list[ClaimedJob]:
+        rows = self.run(conn, "claim", {"worker": worker, "queues": queues, "limit": limit})
+        return [ClaimedJob.from_row(row) for row in rows]
+
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> set[str]:
+        """Record many outcomes in one transaction (group commit); returns the ids still owned.
+
+        A job another worker took over (reaped) or that was revoked is left alone.
+        """
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for outcome in outcomes:
+            by_kind.setdefault(outcome.kind, []).append(outcome.params(worker))
+
+        def run(conn: Connection) -> set[str]:
+            lost: set[str] = set()
+            for kind, params in by_kind.items():
+                lost |= self._finish_kind(conn, kind, params)
+            self._after_finish(conn, [o.job_id for o in outcomes])
+            return lost
+
+        lost = self.write(run, "recording job outcomes")
+        return {o.job_id for o in outcomes} - lost
+
+    def _finish_kind(self, conn: Connection, kind: str, params: list[dict[str, Any]]) -> set[str]:
+        """Run one transition for many jobs; returns ids whose row was not updated."""
+        lost = set()
+        if len(params) == 1:
+            if self.run(conn, kind, params[0]).rowcount == 0:
+                lost.add(params[0]["id"])
+            return lost
+        result = self.run(conn, kind, params)
+        if result.rowcount != len(params):
+            rows = self.run(conn, "job_states", {"ids": [p["id"] for p in params]})
+            written = {row.id for row in rows if row.status == _STATUS_AFTER[kind]}
+            lost = {p["id"] for p in params} - written
+        return lost
+
+    def _after_finish(self, conn: Connection, ids: list[str]) -> None:
+        """Hook for dialects that announce finished jobs (PostgreSQL NOTIFY)."""
+
+    def heartbeat(self, worker: str) -> bool:
+        """Refresh the worker's heartbeat; False if its registry row is gone."""
+        return bool(self.write(lambda c: self.run(c, "heartbeat", {"id": worker}).rowcount,
+                               "heartbeat"))
+
+    def register_worker(self, worker: str, name: str, hostname: str, pid: int,
+                        queues: dict[str, int | None], concurrency: int, pool: str,
+                        info: dict[str, Any]) -> None:
+        params = {
+            "id": worker, "name": name, "hostname": hostname, "pid": pid,
+            "queues": json.dumps(queues), "concurrency": concurrency, "pool": pool,
+            "info": json.dumps(info),
+        }
+        self.write(lambda c: self.run(c, "register_worker", params), "worker registration")
+
+    def unregister_worker(self, worker: str) -> None:
+        self.write(lambda c: self.run(c, "unregister_worker", {"id": worker}),
+                   "worker unregistration")
+
+    def release(self, worker: str, ids: Iterable[str]) -> int:
+        """running -> pending for jobs claimed but not run; their attempt is given back."""
+        params = [{"id": i, "worker": worker} for i in ids]
+        if not params:
+            return 0
+        return int(self.write(lambda c: self.run(c, "release", params).rowcount, "release"))
+
+    def reap(self, age: float, limit: int = 100) -> list[ReapedJob]:
+        """Take back running jobs of workers silent for ``age`` seconds."""
+        return self.write(lambda c: self._reap(c, age, limit), "stale-lock reaper")
+
+    def _reap(self, conn: Connection, age: float, limit: int) -> list[ReapedJob]:
+        rows = self.run(conn, "reap", {"age": age, "limit": limit})
+        return [ReapedJob(r.id, r.task, r.status, r.attempt) for r in rows]
+
+    def forget_dead_workers(self, age: float) -> int:
+        return int(self.write(
+            lambda c: self.run(c, "forget_dead_workers", {"age": age}).rowcount,
+            "worker registry cleanup",
+        ))
+
+    def prune(self, older_than: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` finished jobs that finished ``older_than`` seconds ago."""
+
+        def run(conn: Connection) -> int:
+            cutoff = float(self.run(conn, "now").scalar()) - older_than
+            return int(self.run(conn, "prune", {"cutoff": cutoff, "limit": limit}).rowcount)
+
+        return self.write(run, "pruning finished jobs")
+
+    def next_run_at(self, queues: Sequence[str]) -> tuple[float | None, float]:
+        """(earliest future run_at of the queues, database now)."""
+
+        def run(conn: Connection) -> tuple[float | None, float]:
+            now = float(self.run(conn, "now").scalar())
+            at = self.run(conn, "next_run_at", {"queues": list(queues)}).scalar()
+            return (float(at) if at is not None else None), now
+
+        return self.read(run, "next due job lookup")
+
+    # -- results and administration ---------------------------------------------------------
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        row = self.read(lambda c: self.run(c, "get_job", {"id": job_id}).first(), "job lookup")
+        return dict(row._mapping) if row is not None else None
+
+    def job_states(self, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        if not ids:
+            return {}
+        rows = self.read(lambda c: list(self.run(c, "job_states", {"ids": list(ids)})),
+                         "job states lookup")
+        return {r.id: (r.status, r.error_type) for r in rows}
+
+    def revoke(self, ids: Sequence[str]) -> int:
+        return int(self.write(lambda c: self.run(c, "revoke", {"ids": list(ids)}).rowcount,
+                              "revoke"))
+
+    def forget(self, job_id: str) -> int:
+        return int(self.write(lambda c: self.run(c, "forget", {"id": job_id}).rowcount,
+                              "forget"))
+
+    def purge(self, queues: Sequence[str] | None = None) -> int:
+        """Delete jobs waiting to run (all queues, or only ``queues``)."""
+        if queues:
+            return int(self.write(
+                lambda c: self.run(c, "purge", {"queues": list(queues)}).rowcount, "purge"
+            ))
+        return int(self.write(lambda c: self.run(c, "purge_all").rowcount, "purge"))
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        rows = self.read(lambda c: list(self.run(c, "queue_counts")), "queue counts")
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            counts.setdefault(row.queue, {})[row.status] = int(row.n)
+        return counts
+
+    def live_workers(self, age: float) -> list[dict[str, Any]]:
+        rows = self.read(lambda c: list(self.run(c, "live_workers", {"age": age})),
+                         "live workers")
+        workers = []
+        for row in rows:
+            item = dict(row._mapping)
+            item["queues"] = json.loads(item["queues"])
+            item["info"] = json.loads(item["info"]) if item["info"] else {}
+            workers.append(item)
+        return workers
+
+    def now(self) -> float:
+        return float(self.read(lambda c: self.run(c, "now").scalar(), "clock"))
+
+    # -- notifications ----------------------------------------------------------------------
+
+    def listener(self, channels: Sequence[str],
+                 callback: Callable[[str, str], None],
+                 on_connect: Callable[[], None] | None = None) -> Any:
+        """A started background listener for ``channels``, or None where the dialect has none."""
+        return None
+
+    def dispose(self) -> None:
+        """Close pooled connections (after fork, the child drops the parent's)."""
+        self.engine.dispose(close=False)

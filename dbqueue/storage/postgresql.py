@@ -1,0 +1,157 @@
+"""PostgreSQL: SKIP LOCKED claims, COPY for bulk enqueue, LISTEN/NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from dbqueue.storage.base import NewJob, Storage
+
+logger = logging.getLogger("dbqueue.storage")
+
+#: Channel a producer notifies (payload: queue name) so idle workers claim at once.
+JOBS_CHANNEL = "dbqueue_jobs"
+#: Channel a worker notifies (payload: finished job ids) so AsyncResult.get() wakes at once.
+DONE_CHANNEL = "dbqueue_done"
+#: NOTIFY payloads must stay under 8000 bytes; longer id lists degrade to "check everything".
+_MAX_PAYLOAD = 7900
+_COPY_COLUMNS = (
+    "id", "task", "queue", "priority", "payload", "content_type", "max_retries",
+    "expires_at", "parent_id", "root_id", "options",
+)
+
+
+class PostgresStorage(Storage):
+    """Storage on PostgreSQL through psycopg 3."""
+
+    family = "postgresql"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def _insert_one(self, job: NewJob) -> bool:
+        """One autocommit round trip that inserts and, unless disabled, notifies workers."""
+        query = "insert_job_notify" if self.notify else "insert_job"
+        with self._autocommit.connect() as conn:
+            return self.run(conn, query, job.params()).first() is not None
+
+    def _insert_many(self, conn: Connection, jobs: Sequence[NewJob]) -> list[int]:
+        """COPY the jobs without a unique key; insert the others one by one to detect conflicts."""
+        plain = [job for job in jobs if job.unique_key is None]
+        conflicts = [
+            index
+            for index, job in enumerate(jobs)
+            if job.unique_key is not None
+            and self.run(conn, "insert_job", job.params()).first() is None
+        ]
+        if plain:
+            self._copy(conn, plain)
+        if self.notify:
+            for queue in sorted({job.queue for job in jobs}):
+                conn.exec_driver_sql("SELECT pg_notify(%s, %s)", (JOBS_CHANNEL, queue))
+        return conflicts
+
+    def _copy(self, conn: Connection, jobs: Sequence[NewJob]) -> None:
+        columns = list(_COPY_COLUMNS)
+        timed = any(job.run_at is not None or job.delay for job in jobs)
+        now = float(self.run(conn, "now").scalar()) if timed else 0.0
+        if timed:
+            columns.append("run_at")
+        statement = f"COPY dbqueue_jobs ({', '.join(columns)}) FROM STDIN"
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for job in jobs:
+                row: list[Any] = [
+                    job.id, job.task, job.queue, job.priority, job.payload, job.content_type,
+                    job.max_retries, job.expires_at, job.parent_id, job.root_id, job.options,
+                ]
+                if timed:
+                    row.append(job.run_at if job.run_at is not None else now + job.delay)
+                copy.write_row(row)
+
+    def _after_finish(self, conn: Connection, ids: list[str]) -> None:
+        payload = ",".join(ids)
+        if len(payload) > _MAX_PAYLOAD:
+            payload = "*"
+        self.run(conn, "notify_done", {"ids": payload})
+
+    def listener(
+        self,
+        channels: Sequence[str],
+        callback: Callable[[str, str], None],
+        on_connect: Callable[[], None] | None = None,
+    ) -> PgListener | None:
+        listener = PgListener(conninfo(self.url), list(channels), callback, on_connect)
+        listener.start()
+        return listener
+
+
+def conninfo(url: Any) -> dict[str, Any]:
+    """psycopg connection keywords for a SQLAlchemy URL (query options such as search_path)."""
+    params: dict[str, Any] = url.translate_connect_args(username="user", database="dbname")
+    for key, value in url.query.items():
+        params[key] = value[-1] if isinstance(value, tuple) else value
+    return params
+
+
+class PgListener:
+    """A background thread LISTENing on channels, reconnecting with backoff after an outage.
+
+    ``on_connect`` runs after every (re)connection: notifications sent while disconnected are
+    lost, so the owner re-polls then.
+    """
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        channels: list[str],
+        callback: Callable[[str, str], None],
+        on_connect: Callable[[], None] | None,
+    ) -> None:
+        self.params = params
+        self.channels = channels
+        self.callback = callback
+        self.on_connect = on_connect
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dbqueue-listener", daemon=True)
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(**self.params, autocommit=True, connect_timeout=5) as conn:
+                    for channel in self.channels:
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    failures = 0
+                    self.connected.set()
+                    if self.on_connect is not None:
+                        self.on_connect()
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self.callback(note.channel, note.payload)
+            except Exception as error:
+                self.connected.clear()
+                failures += 1
+                delay = min(5.0, 0.1 * 2**failures)
+                if not self._stop.is_set():
+                    logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs",
+                                   str(error).strip().splitlines()[0] if str(error) else error,
+                                   delay)
+                self._stop.wait(delay)

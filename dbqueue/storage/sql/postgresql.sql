@@ -1,0 +1,71 @@
+-- PostgreSQL statements (override common.sql by name).
+-- Lists are passed as arrays (= ANY(:x)), so each statement has one prepared plan.
+
+-- name: insert_job_notify
+-- Enqueue one job and wake idle workers of its queue, in one round trip. A job that conflicts
+-- with a live unique key (or an id already stored) inserts nothing and notifies nobody.
+WITH inserted AS (
+    INSERT INTO dbqueue_jobs (
+        id, task, queue, priority, status, payload, content_type, max_retries,
+        run_at, expires_at, unique_key, parent_id, root_id, options
+    ) VALUES (
+        :id, :task, :queue, :priority, 'pending', :payload, :content_type, :max_retries,
+        COALESCE(:run_at, {now} + :delay), :expires_at, :unique_key, :parent_id, :root_id,
+        :options
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING queue
+)
+SELECT pg_notify('dbqueue_jobs', queue) FROM inserted
+
+-- name: claim
+-- pending/retrying -> running for up to :limit due jobs of the given queues, highest priority
+-- first, skipping rows other workers hold and queues that are paused. MATERIALIZED keeps the
+-- locking subquery from being re-evaluated (which would over-claim).
+WITH picked AS MATERIALIZED (
+    SELECT id FROM dbqueue_jobs
+    WHERE status IN ('pending', 'retrying')
+      AND queue = ANY(:queues)
+      AND run_at <= {now}
+      AND queue NOT IN (SELECT name FROM dbqueue_queues WHERE paused)
+    ORDER BY priority DESC, run_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE dbqueue_jobs AS j
+SET status = 'running', worker = :worker, attempt = j.attempt + 1, started_at = {now}
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.task, j.queue, j.priority, j.payload, j.content_type, j.attempt,
+          j.max_retries, j.run_at, j.expires_at, j.created_at, j.parent_id, j.root_id,
+          j.options, {now} AS now
+
+-- name: notify_done
+-- Wake AsyncResult.get() waiters: payload is the finished job ids, comma separated.
+SELECT pg_notify('dbqueue_done', :ids)
+
+-- name: reap
+-- running -> pending (or failed once the retry budget is spent) for jobs whose worker stopped
+-- heartbeating :age seconds ago. The lost run counts as an attempt, so a job that keeps
+-- killing its worker ends failed instead of looping forever.
+WITH lost AS MATERIALIZED (
+    SELECT id FROM dbqueue_jobs j
+    WHERE status = 'running'
+      AND NOT EXISTS (
+          SELECT 1 FROM dbqueue_workers w WHERE w.id = j.worker AND w.heartbeat_at > {now} - :age
+      )
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE dbqueue_jobs AS j
+SET status = CASE WHEN j.max_retries IS NOT NULL AND j.attempt > j.max_retries
+                  THEN 'failed' ELSE 'pending' END,
+    error_type = 'dbqueue.exceptions.WorkerLostError',
+    error = 'Worker exited prematurely: worker ' || COALESCE(j.worker, '?')
+            || ' stopped heartbeating during attempt ' || j.attempt,
+    finished_at = CASE WHEN j.max_retries IS NOT NULL AND j.attempt > j.max_retries
+                       THEN {now} END,
+    worker = NULL
+FROM lost
+WHERE j.id = lost.id
+RETURNING j.id, j.task, j.status, j.attempt

@@ -1,0 +1,1 @@
+"""Small helpers shared by the app, the worker and the CLI."""

@@ -1,0 +1,104 @@
+"""Group commit: outcomes from every running job are written in as few transactions as possible.
+
+A job's runner submits its outcome and waits on the returned future; the completer writes
+everything that arrived since its last write in one transaction, then resolves the futures
+with whether the job was still ours. Nothing is reported done before it is committed, and an
+outage only delays the write: outcomes are retried until the database is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from dbqueue.exceptions import StorageUnavailable
+from dbqueue.storage import Outcome, Storage
+
+logger = logging.getLogger("dbqueue.worker")
+
+#: Longest batch written in one transaction.
+MAX_BATCH = 500
+
+
+class Completer:
+    """A thread writing outcomes in batches for one worker."""
+
+    def __init__(self, storage_getter: Callable[[], Storage], worker_id: str) -> None:
+        self._storage_getter = storage_getter
+        self.worker_id = worker_id
+        self._pending: list[tuple[Outcome, Future[bool]]] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="dbqueue-completer", daemon=True)
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage_getter()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, outcome: Outcome) -> Future[bool]:
+        """Queue an outcome; the future resolves to True once committed while still owned."""
+        future: Future[bool] = Future()
+        with self._cond:
+            self._pending.append((outcome, future))
+            self._cond.notify()
+        return future
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then stop."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending and self._stopping:
+                    return
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[Outcome, Future[bool]]]) -> None:
+        outcomes = [outcome for outcome, _ in batch]
+        try:
+            owned = self._finish(outcomes)
+        except Exception:
+            if len(batch) > 1:
+                for item in batch:
+                    self._write([item])
+                return
+            owned = self._record_unwritable(outcomes[0])
+        for outcome, future in batch:
+            future.set_result(outcome.job_id in owned)
+
+    def _finish(self, outcomes: list[Outcome]) -> set[str]:
+        """Write outcomes, waiting out database outages for as long as they last."""
+        failures = 0
+        while True:
+            try:
+                return self.storage.finish(self.worker_id, outcomes)
+            except StorageUnavailable as error:
+                failures += 1
+                delay = min(5.0, 0.5 * failures)
+                logger.error("Cannot record %d job outcome(s), retrying in %.1fs: %s",
+                             len(outcomes), delay, error)
+                threading.Event().wait(delay)
+
+    def _record_unwritable(self, outcome: Outcome) -> set[str]:
+        """An outcome the database refuses (too large, bad bytes) fails the job, saying why."""
+        logger.exception("Job %s: its outcome could not be stored", outcome.job_id)
+        fallback = Outcome("fail", outcome.job_id,
+                           error_type="dbqueue.exceptions.EncodeError",
+                           error=f"the job's {outcome.kind} outcome could not be stored")
+        try:
+            return self._finish([fallback])
+        except Exception:
+            logger.exception("Job %s: even its failure could not be stored", outcome.job_id)
+            return set()

@@ -1,0 +1,95 @@
+"""Execution pools for sync tasks: threads and solo (prefork lives in prefork.py).
+
+A pool receives claimed jobs from the worker loop and calls ``on_done(job_id)`` once a job's
+outcome is committed, which frees its slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from dbqueue.storage import ClaimedJob
+from dbqueue.worker.runner import JobRunner
+
+logger = logging.getLogger("dbqueue.worker")
+
+
+class ThreadPool:
+    """``-P threads``: N threads taking jobs from one in-memory queue."""
+
+    name = "threads"
+
+    def __init__(self, size: int, runner: JobRunner, on_done: Callable[[str], None]) -> None:
+        self.size = size
+        self.runner = runner
+        self.on_done = on_done
+        self._queue: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"dbqueue-thread-{i}", daemon=True)
+            for i in range(size)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: ClaimedJob) -> None:
+        self._queue.put(job)
+
+    def drain_unstarted(self) -> list[ClaimedJob]:
+        """Take back jobs no thread has picked up yet (warm shutdown releases them)."""
+        jobs = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return jobs
+            if job is not None:
+                jobs.append(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self.runner.run(job)
+            except BaseException:
+                logger.exception("Worker thread stopped by job %s", job.id)
+            finally:
+                self.on_done(job.id)
+
+    def stop(self, timeout: float) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+class SoloPool:
+    """``-P solo``: jobs run one at a time in the worker's main loop thread."""
+
+    name = "solo"
+    size = 1
+
+    def __init__(self, size: int, runner: JobRunner, on_done: Callable[[str], None]) -> None:
+        self.runner = runner
+        self.on_done = on_done
+
+    def start(self) -> None:
+        """Nothing to start: the loop thread is the pool."""
+
+    def submit(self, job: ClaimedJob) -> None:
+        try:
+            self.runner.run(job)
+        finally:
+            self.on_done(job.id)
+
+    def drain_unstarted(self) -> list[ClaimedJob]:
+        return []
+
+    def stop(self, timeout: float) -> None:
+        """Nothing to stop."""

@@ -1,0 +1,117 @@
+"""Running one claimed job in this process: decode, run, commit the outcome, then signals.
+
+Used by every pool: worker threads, the solo pool, prefork children and the asyncio loop.
+``commit`` hands an outcome to whoever writes it (the completer, or the prefork parent) and
+returns a future resolving to whether the job was still ours when it was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from dbqueue import signals
+from dbqueue.exceptions import DecodeError, SoftTimeLimitExceeded, TimeLimitExceeded
+from dbqueue.execution import after_commit, build_request, run_async, run_sync, to_outcome
+from dbqueue.request import Context
+from dbqueue.serialization import decode_call
+from dbqueue.storage import ClaimedJob, Outcome
+from dbqueue.task import Task
+
+if TYPE_CHECKING:
+    from dbqueue.app import DBQueue
+    from dbqueue.worker.limits import Limiter
+
+logger = logging.getLogger("dbqueue.worker")
+
+Commit = Callable[[Outcome], "Future[bool]"]
+
+
+def time_limits(app: DBQueue, task: Task, job: ClaimedJob) -> tuple[float | None, float | None]:
+    """(soft, hard) seconds: the call's options, else the task's, else the settings."""
+    conf = app.conf
+    soft = job.options.get("soft_time_limit") or task.soft_time_limit or conf.task_soft_time_limit
+    hard = job.options.get("time_limit") or task.time_limit or conf.task_time_limit
+    return soft, hard
+
+
+class JobRunner:
+    """Executes claimed jobs of one app on behalf of one worker."""
+
+    def __init__(self, app: DBQueue, hostname: str, worker_id: str, commit: Commit,
+                 watchdog: Limiter | None = None) -> None:
+        self.app = app
+        self.hostname = hostname
+        self.worker_id = worker_id
+        self.commit = commit
+        self.watchdog = watchdog
+        self._serializers = (app.conf.result_serializer, app.conf.task_serializer)
+
+    def _prepare(self, task: Task, job: ClaimedJob) -> Context | None:
+        try:
+            args, kwargs = decode_call(job.payload, job.content_type, self.app.accept)
+        except DecodeError as error:
+            logger.error("Job %s of %s has a payload that cannot be decoded: %s",
+                         job.id, job.task, error)
+            signals.task_rejected.send(self, message=job, exc=error)
+            self.commit(Outcome("fail", job.id, error_type="dbqueue.exceptions.DecodeError",
+                                error=str(error))).result()
+            return None
+        return build_request(task, job, args, kwargs, self.hostname, self.worker_id)
+
+    def run(self, job: ClaimedJob) -> None:
+        """Run a sync task's job to its committed end (in a pool thread or prefork child).
+
+        Never raises: a failure of dbqueue's own machinery fails the job, saying so, rather
+        than leaving it running forever under a live worker.
+        """
+        try:
+            self._run(job)
+        except BaseException as error:
+            logger.exception("Internal error while running job %s of %s", job.id, job.task)
+            self.commit(Outcome("fail", job.id, error_type="dbqueue.exceptions.DBQueueError",
+                                error=f"internal error in the worker: {error!r}")).result()
+            if not isinstance(error, Exception):
+                raise
+
+    def _run(self, job: ClaimedJob) -> None:
+        task = self.app.tasks[job.task]
+        request = self._prepare(task, job)
+        if request is None:
+            return
+        soft, hard = time_limits(self.app, task, job)
+        guard = self._guard(soft, hard) if (soft or hard) and self.watchdog else None
+        decision = run_sync(task, request, guard)
+        self._finish(task, request, decision, self.commit)
+
+    @contextlib.contextmanager
+    def _guard(self, soft: float | None, hard: float | None) -> Iterator[None]:
+        assert self.watchdog is not None
+        token = self.watchdog.arm(soft, hard)
+        try:
+            yield
+        finally:
+            self.watchdog.disarm(token)
+
+    async def run_async(self, job: ClaimedJob) -> None:
+        """Run an ``async def`` task's job on the worker's event loop."""
+        import asyncio
+
+        task = self.app.tasks[job.task]
+        request = self._prepare(task, job)
+        if request is None:
+            return
+        soft, hard = time_limits(self.app, task, job)
+        limit, exc = (soft, SoftTimeLimitExceeded) if soft else (hard, TimeLimitExceeded)
+        decision = await run_async(task, request, limit, exc)
+        outcome = to_outcome(task, request, decision, *self._serializers)
+        owned = await asyncio.wrap_future(self.commit(outcome))
+        after_commit(task, request, decision, owned)
+
+    def _finish(self, task: Task, request: Context, decision: Any, commit: Commit) -> None:
+        outcome = to_outcome(task, request, decision, *self._serializers)
+        owned = commit(outcome).result()
+        after_commit(task, request, decision, owned)

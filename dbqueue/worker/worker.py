@@ -1,0 +1,421 @@
+"""The worker: claim jobs in batches up to the free slots, run them, commit their outcomes.
+
+Read top to bottom: ``start`` sets up the pieces, ``_loop`` claims and dispatches, ``_done``
+frees a slot, ``_shutdown`` stops warmly. Waking up: PostgreSQL LISTEN/NOTIFY, a job enqueued
+in this process, a freed slot, or an adaptive poll (fast right after work, slower when idle).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dbqueue import signals
+from dbqueue.exceptions import ImproperlyConfigured, NotRegistered, StorageUnavailable
+from dbqueue.request import Context
+from dbqueue.storage import ClaimedJob, Outcome, Storage
+from dbqueue.worker.aio import EventLoopThread
+from dbqueue.worker.banner import banner, parse_loglevel, setup_logging
+from dbqueue.worker.completer import Completer
+from dbqueue.worker.limits import Watchdog
+from dbqueue.worker.maintenance import Maintenance, Schedule
+from dbqueue.worker.pools import SoloPool, ThreadPool
+from dbqueue.worker.runner import JobRunner
+
+logger = logging.getLogger("dbqueue.worker")
+
+POOLS = ("prefork", "threads", "solo")
+
+
+@dataclass
+class QueueGroup:
+    """Queues that share a concurrency limit: the shared pool, or one ``name:N`` queue."""
+
+    queues: list[str]
+    concurrency: int
+    shared: bool
+    running: int = 0
+    next_poll: float = 0.0
+    interval: float = 0.0
+    outage: float = 0.0
+
+
+def parse_queues(spec: str | Sequence[str] | None, default: str) -> list[tuple[str, int | None]]:
+    """``"default,emails:5"`` -> [("default", None), ("emails", 5)] (None: the shared pool)."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec or [])
+    parsed: list[tuple[str, int | None]] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        name, sep, limit = item.partition(":")
+        if not sep:
+            parsed.append((name, None))
+            continue
+        if not limit.isdigit() or int(limit) < 1:
+            raise ImproperlyConfigured(f"queue {item!r}: concurrency must be a positive integer")
+        parsed.append((name, int(limit)))
+    return parsed or [(default, None)]
+
+
+def expand_hostname(template: str) -> str:
+    """Celery's node name templates: %h (host), %n (short name), %d (domain), %% (%)."""
+    host = socket.gethostname()
+    short, _, domain = host.partition(".")
+    return (template.replace("%%", "\0").replace("%h", host).replace("%n", short)
+            .replace("%d", domain).replace("\0", "%"))
+
+
+class Worker:
+    """A worker process for an app: ``app.Worker(queues="default,emails:5").start()``."""
+
+    def __init__(
+        self,
+        app: Any,
+        queues: str | Sequence[str] | None = None,
+        concurrency: int | None = None,
+        pool: str | None = None,
+        hostname: str | None = None,
+        loglevel: str | int | None = None,
+        logfile: str | None = None,
+        max_tasks_per_child: int | None = None,
+        app_spec: str | None = None,
+        install_signals: bool | None = None,
+        show_banner: bool = True,
+    ) -> None:
+        conf = app.conf
+        self.app = app
+        self.app_spec = app_spec
+        self.pool_name = (pool or conf.worker_pool or "prefork").lower()
+        if self.pool_name not in POOLS:
+            raise ImproperlyConfigured(f"unknown pool {pool!r} (choose from {', '.join(POOLS)})")
+        if self.pool_name == "prefork" and not hasattr(os, "fork"):
+            self.pool_name = "threads"
+        shared = concurrency or conf.worker_concurrency or os.cpu_count() or 1
+        if self.pool_name == "solo":
+            shared = 1
+        parsed = parse_queues(queues, conf.task_default_queue)
+        self.groups: list[QueueGroup] = []
+        shared_queues = [name for name, limit in parsed if limit is None]
+        if shared_queues:
+            self.groups.append(QueueGroup(shared_queues, shared, True))
+        for name, limit in parsed:
+            if limit is not None:
+                self.groups.append(QueueGroup([name], 1 if self.pool_name == "solo" else limit,
+                                              False))
+        self.queue_names = [name for name, _ in parsed]
+        self.name = expand_hostname(hostname or "dbqueue@%h")
+        self.id = str(uuid.uuid4())
+        self.loglevel = parse_loglevel(loglevel)
+        self.logfile = logfile
+        self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
+        self.install_signals = install_signals
+        self.show_banner = show_banner
+        self._jobs: dict[str, QueueGroup] = {}
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._signals_seen = 0
+        self._min_interval = float(conf.worker_poll_interval_min)
+        self._max_interval = float(conf.worker_poll_interval)
+
+    @property
+    def total_slots(self) -> int:
+        return sum(group.concurrency for group in self.groups)
+
+    @property
+    def running_job_count(self) -> int:
+        """Jobs claimed by this worker whose outcome is not committed yet."""
+        with self._lock:
+            return len(self._jobs)
+
+    @property
+    def storage(self) -> Storage:
+        return self.app.storage  # type: ignore[no-any-return]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run until stopped (SIGTERM/SIGINT, or :meth:`stop` from another thread)."""
+        if self.install_signals is not False and threading.current_thread() is threading.main_thread():
+            self._install_signal_handlers()
+        if self.app.conf.worker_hijack_root_logger:
+            setup_logging(self.loglevel, self.logfile, self.app.conf.worker_log_format)
+        self.app.finalize()
+        signals.worker_init.send(self)
+        storage = self.storage
+        self._register()
+        self.completer = Completer(lambda: self.app.storage, self.id)
+        self.completer.start()
+        self.watchdog = Watchdog()
+        self.runner = JobRunner(self.app, self.name, self.id, self.completer.submit,
+                                self.watchdog)
+        self.pool = self._make_pool()
+        self.pool.start()
+        self.loop_thread = EventLoopThread()
+        self.maintenance = Maintenance(lambda: self.app.storage, self.id, self._schedule(),
+                                       self._register, lambda n: self._poke_all())
+        self.maintenance.start()
+        self.listener = storage.listener(["dbqueue_jobs"], self._notified, self._poke_all)
+        self.app.add_local_waker(self._poke)
+        if self.show_banner:
+            print(banner(self), flush=True)
+        self._announce_ready()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask for a warm shutdown: stop claiming, finish running jobs, then return."""
+        self._stopping = True
+        self._wake.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def _make_pool(self) -> Any:
+        size = self.total_slots
+        if self.pool_name == "prefork":
+            from dbqueue.worker.prefork import PreforkPool
+
+            return PreforkPool(size, self.app, self.app_spec, self.name, self.id,
+                               self.completer.submit, self._done, self.max_tasks_per_child,
+                               self.loglevel)
+        cls = SoloPool if self.pool_name == "solo" else ThreadPool
+        return cls(size, self.runner, self._done)
+
+    def _schedule(self) -> Schedule:
+        conf = self.app.conf
+        return Schedule(
+            heartbeat=float(conf.worker_heartbeat_interval),
+            reap=float(conf.stale_lock_interval or 0),
+            stale_age=float(conf.stale_lock_age),
+            prune=float(conf.result_prune_interval),
+            result_expires=conf.result_expires_seconds,
+        )
+
+    def _register(self) -> None:
+        queues = {name: (None if group.shared else group.concurrency)
+                  for group in self.groups for name in group.queues}
+        from dbqueue import __version__
+
+        self.storage.register_worker(
+            self.id, self.name, socket.gethostname(), os.getpid(), queues, self.total_slots,
+            self.pool_name, {"version": __version__, "tasks": sorted(self.app.tasks)},
+        )
+
+    def _announce_ready(self) -> None:
+        message = f"{self.name} ready."
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
+        signals.worker_ready.send(self)
+
+    # -- waking ------------------------------------------------------------------------------
+
+    def _notified(self, channel: str, queue: str) -> None:
+        if queue in self.queue_names:
+            self._poke(queue)
+
+    def _poke(self, queue: str) -> None:
+        """Work may be waiting in ``queue``: claim at the next turn of the loop."""
+        for group in self.groups:
+            if queue in group.queues:
+                group.next_poll = 0.0
+                group.interval = self._min_interval
+        self._wake.set()
+
+    def _poke_all(self) -> None:
+        for group in self.groups:
+            group.next_poll = 0.0
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            wake_at = now + self._max_interval
+            for group in self.groups:
+                free = group.concurrency - group.running
+                if free <= 0:
+                    continue
+                if group.next_poll > now:
+                    wake_at = min(wake_at, group.next_poll)
+                    continue
+                self._claim_into(group, free, now)
+                if group.next_poll > now and group.concurrency > group.running:
+                    wake_at = min(wake_at, group.next_poll)
+            self._wake.wait(max(0.0, wake_at - time.monotonic()))
+            self._wake.clear()
+
+    def _claim_into(self, group: QueueGroup, free: int, now: float) -> None:
+        try:
+            jobs = self.storage.claim(self.id, group.queues, free, self.app.conf.dequeue_retry)
+        except StorageUnavailable as error:
+            group.outage = min(max(group.outage * 2, 1.0), 30.0)
+            group.next_poll = now + group.outage
+            logger.error("Cannot claim jobs from %s, retrying in %.0fs: %s",
+                         ",".join(group.queues), group.outage, error)
+            return
+        group.outage = 0.0
+        if jobs:
+            self._dispatch(group, jobs)
+        if len(jobs) >= free:
+            group.next_poll, group.interval = now, self._min_interval
+        elif jobs:
+            group.next_poll, group.interval = now + self._min_interval, self._min_interval
+        else:
+            group.interval = min(max(group.interval * 2, self._min_interval), self._max_interval)
+            group.next_poll = now + group.interval
+            if group.interval >= self._max_interval:
+                self._sleep_until_due(group, now)
+
+    def _sleep_until_due(self, group: QueueGroup, now: float) -> None:
+        """An idle queue with a delayed job: wake exactly when it becomes due."""
+        try:
+            due, db_now = self.storage.next_run_at(group.queues)
+        except StorageUnavailable:
+            return
+        if due is not None:
+            group.next_poll = min(group.next_poll, now + max(due - db_now, 0.0))
+
+    def _dispatch(self, group: QueueGroup, jobs: list[ClaimedJob]) -> None:
+        with self._lock:
+            group.running += len(jobs)
+            for job in jobs:
+                self._jobs[job.id] = group
+        for job in jobs:
+            task = self.app.tasks.get(job.task)
+            if task is None:
+                self._unknown(job)
+            elif job.expires_at is not None and job.claimed_at > job.expires_at:
+                self._expire(job, task)
+            else:
+                if logger.isEnabledFor(logging.INFO):
+                    logger.info("Task %s[%s] received", job.task, job.id)
+                if signals.task_received.receivers:
+                    signals.task_received.send(self, request=job)
+                if task.is_async:
+                    self.loop_thread.submit(self.runner.run_async(job),
+                                            lambda _f, i=job.id: self._done(i))
+                else:
+                    self.pool.submit(job)
+
+    def _unknown(self, job: ClaimedJob) -> None:
+        error = NotRegistered(
+            f"Received unregistered task of type {job.task!r} (worker {self.name} knows "
+            f"{len(self.app.tasks)} tasks): is the module imported by -A / include?"
+        )
+        logger.error("%s. Job %s failed.", error, job.id)
+        signals.task_unknown.send(self, message=job, exc=error, name=job.task, id=job.id)
+        outcome = Outcome("fail", job.id, error_type="dbqueue.exceptions.NotRegistered",
+                          error=str(error))
+        self.completer.submit(outcome).add_done_callback(lambda _f: self._done(job.id))
+
+    def _expire(self, job: ClaimedJob, task: Any) -> None:
+        logger.info("Task %s[%s] expired before it started: revoked", job.task, job.id)
+        request = Context(id=job.id, task=job.task, queue=job.queue)
+        signals.task_revoked.send(task, request=request, terminated=False, signum=None,
+                                  expired=True)
+        self.completer.submit(Outcome("expire", job.id)).add_done_callback(
+            lambda _f: self._done(job.id)
+        )
+
+    def _done(self, job_id: str) -> None:
+        """A job's outcome is committed: free its slot, and claim again if worth it."""
+        with self._lock:
+            group = self._jobs.pop(job_id, None)
+            if group is None:
+                return
+            group.running -= 1
+            free = group.concurrency - group.running
+            if not self._jobs:
+                self._idle.notify_all()
+        if group.next_poll <= time.monotonic() and (
+            free * 4 >= group.concurrency or group.running == 0
+        ):
+            self._wake.set()
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: Any) -> None:
+            self._signals_seen += 1
+            if self._signals_seen > 1 or signum == signal.SIGQUIT:
+                self._cold_shutdown(signum)
+            logger.warning("Warm shutdown (%s): finishing running jobs, press Ctrl-C again "
+                           "for a cold shutdown", signal.Signals(signum).name)
+            signals.worker_shutting_down.send(self.name, sig=signal.Signals(signum).name,
+                                              how="Warm", exitcode=0)
+            self.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handle)
+        signal.signal(signal.SIGQUIT, handle)
+
+    def _cold_shutdown(self, signum: int) -> None:
+        logger.warning("Cold shutdown (%s): running jobs will be recovered by the reaper",
+                       signal.Signals(signum).name)
+        pool = getattr(self, "pool", None)
+        if pool is not None and hasattr(pool, "kill"):
+            pool.kill()
+        logging.shutdown()
+        os._exit(1)
+
+    def _shutdown(self) -> None:
+        """Warm shutdown: release unstarted jobs, wait for running ones, then leave."""
+        self._stopping = True
+        self.app.remove_local_waker(self._poke)
+        unstarted = self.pool.drain_unstarted()
+        if unstarted:
+            released = self._release([job.id for job in unstarted])
+            logger.info("Released %d claimed job(s) that had not started", released)
+        timeout = float(self.app.conf.worker_shutdown_timeout)
+        with self._idle:
+            self._idle.wait_for(lambda: not self._jobs, timeout)
+            leftover = list(self._jobs)
+        if leftover:
+            logger.warning("%d job(s) still running after %.0fs: releasing them to the queue",
+                           len(leftover), timeout)
+            if hasattr(self.pool, "kill"):
+                self.pool.kill()
+            self._release(leftover)
+        self.pool.stop(5.0)
+        self.completer.stop()
+        self.maintenance.stop()
+        if self.listener is not None:
+            self.listener.stop()
+        self.loop_thread.stop()
+        self.watchdog.stop()
+        try:
+            self.storage.unregister_worker(self.id)
+        except Exception as error:
+            logger.warning("Could not remove this worker from the registry: %s", error)
+        signals.worker_shutdown.send(self)
+        self._stopped.set()
+
+    def _release(self, ids: list[str]) -> int:
+        try:
+            count = self.storage.release(self.id, ids)
+        except Exception as error:
+            logger.error("Could not release %d job(s); the reaper will: %s", len(ids), error)
+            return 0
+        with self._lock:
+            for job_id in ids:
+                group = self._jobs.pop(job_id, None)
+                if group is not None:
+                    group.running -= 1
+        return count
