@@ -1,14 +1,14 @@
 """dbqueue: a Celery-compatible job queue whose broker is your SQL database.
 
-    from dbqueue import DBQueue
+from dbqueue import DBQueue
 
-    app = DBQueue("proj", broker="postgresql+psycopg://localhost/proj")
+app = DBQueue("proj", broker="postgresql+psycopg://localhost/proj")
 
-    @app.task
-    def add(x, y):
-        return x + y
+@app.task
+def add(x, y):
+    return x + y
 
-    add.delay(2, 3).get(timeout=10)
+add.delay(2, 3).get(timeout=10)
 """
 
 from __future__ import annotations

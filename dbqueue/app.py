@@ -52,8 +52,9 @@ class Control:
     def __init__(self, app: DBQueue) -> None:
         self.app = app
 
-    def revoke(self, task_id: str | Sequence[str], terminate: bool = False,
-               signal: Any = None, **_: Any) -> int:
+    def revoke(
+        self, task_id: str | Sequence[str], terminate: bool = False, signal: Any = None, **_: Any
+    ) -> int:
         """Cancel jobs that have not finished; returns how many were cancelled."""
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         return self.app.storage.revoke(ids)
@@ -116,8 +117,9 @@ class DBQueue:
 
     # -- configuration ------------------------------------------------------------------------
 
-    def config_from_object(self, obj: Any, silent: bool = False, force: bool = False,
-                           namespace: str | None = None) -> None:
+    def config_from_object(
+        self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
+    ) -> None:
         """Load settings from a module path, module, class or mapping (Celery's signature)."""
         try:
             values = settings_from_object(obj, namespace or self.namespace)
@@ -127,8 +129,9 @@ class DBQueue:
             raise
         self.conf.update(values)
 
-    def config_from_envvar(self, variable_name: str, silent: bool = False,
-                           force: bool = False) -> None:
+    def config_from_envvar(
+        self, variable_name: str, silent: bool = False, force: bool = False
+    ) -> None:
         """Load settings from the module named by an environment variable."""
         module = os.environ.get(variable_name)
         if not module:
@@ -140,7 +143,9 @@ class DBQueue:
     def broker_url(self) -> str:
         """The broker in effect: the constructor's, ``DBQUEUE_BROKER_URL``, the setting, SQLite."""
         return (
-            self._broker_arg or broker_url_from_env() or self.conf.get("broker_url")
+            self._broker_arg
+            or broker_url_from_env()
+            or self.conf.get("broker_url")
             or DEFAULT_BROKER_URL
         )
 
@@ -164,9 +169,8 @@ class DBQueue:
         with self._lock:
             if self._storage is not None and self._storage_key == key:
                 return self._storage
-            if self._storage is not None and self._storage_key is not None:
-                if self._storage_key[0] != key[0]:
-                    self._storage.dispose()
+            if self._storage is not None and self._storage_key and self._storage_key[0] != key[0]:
+                self._storage.dispose()
             storage = open_storage(key[1], self.conf)
             if self.conf.database_auto_upgrade:
                 storage.upgrade()
@@ -238,8 +242,12 @@ class DBQueue:
             module = self.main
         return f"{module}.{name}"
 
-    def autodiscover_tasks(self, packages: Iterable[str] | Callable[[], Iterable[str]] | None
-                           = None, related_name: str = "tasks", force: bool = False) -> None:
+    def autodiscover_tasks(
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
         """Import ``<package>.tasks`` for each package (Django's INSTALLED_APPS by default)."""
         self._autodiscover.append((packages, related_name))
         if force or self._finalized:
@@ -275,20 +283,26 @@ class DBQueue:
 
     # -- producing ------------------------------------------------------------------------------
 
-    def send_task(self, name: str, args: Iterable[Any] | None = None,
-                  kwargs: dict[str, Any] | None = None, **options: Any) -> AsyncResult:
+    def send_task(
+        self,
+        name: str,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
         """Enqueue a task by name; the task need not be registered in this process."""
         task = self.tasks.get(name)
-        return self._producer.publish(task, name, tuple(args or ()), dict(kwargs or {}),
-                                      options)
+        return self._producer.publish(task, name, tuple(args or ()), dict(kwargs or {}), options)
 
-    def publish(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
-                **options: Any) -> AsyncResult:
+    def publish(
+        self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], **options: Any
+    ) -> AsyncResult:
         """Enqueue one call of ``task`` (``Task.apply_async`` ends here)."""
         return self._producer.publish(task, task.name, args, kwargs, options)
 
-    def publish_many(self, task: Task, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-                     **options: Any) -> list[AsyncResult]:
+    def publish_many(
+        self, task: Task, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **options: Any
+    ) -> list[AsyncResult]:
         """Enqueue many calls of ``task`` in one round trip (``Task.delay_many`` ends here)."""
         return self._producer.publish_many(task, calls, options)
 
@@ -342,7 +356,7 @@ def shared_task(*args: Any, **options: Any) -> Any:
 
 def _django_apps() -> list[str]:
     try:
-        from django.conf import settings  # type: ignore[import-not-found]
+        from django.conf import settings
 
         return list(settings.INSTALLED_APPS)
     except Exception:

@@ -17,8 +17,16 @@ import click
 
 from dbqueue.exceptions import DBQueueError
 
-_STATUS_COLUMNS = ("pending", "retrying", "running", "waiting", "paused", "completed", "failed",
-                   "cancelled")
+_STATUS_COLUMNS = (
+    "pending",
+    "retrying",
+    "running",
+    "waiting",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+)
 
 
 class _Group(click.Group):
@@ -51,8 +59,9 @@ def _app_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("-b", "--broker", help="Broker URL (overrides the app's).")(fn)
 
 
-def _load_app(ctx: click.Context, app_spec: str | None, broker: str | None,
-              required: bool = False) -> Any:
+def _load_app(
+    ctx: click.Context, app_spec: str | None, broker: str | None, required: bool = False
+) -> Any:
     """The app named by -A here or before the command; a bare app on the default broker."""
     from dbqueue.app import DBQueue
     from dbqueue.utils.imports import find_app
@@ -88,24 +97,47 @@ def main(app_spec: str | None, broker: str | None, workdir: str | None) -> None:
 @_app_options
 @click.option("-Q", "--queues", help="Queues to consume, e.g. default,emails:5 (:N = own limit).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Shared pool size.")
-@click.option("-P", "--pool", type=click.Choice(["prefork", "threads", "solo"]),
-              help="Execution pool for sync tasks.")
+@click.option(
+    "-P",
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    help="Execution pool for sync tasks.",
+)
 @click.option("-n", "--hostname", help="Node name, e.g. worker1@%h.")
 @click.option("-l", "--loglevel", default="WARNING", show_default=True, help="Log level.")
 @click.option("-f", "--logfile", help="Log to this file instead of stderr.")
-@click.option("--max-tasks-per-child", type=click.IntRange(min=1),
-              help="Replace a prefork child after this many jobs.")
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    help="Replace a prefork child after this many jobs.",
+)
 @click.option("--without-banner", is_flag=True, help="Do not print the start-up banner.")
 @click.pass_context
-def worker(ctx: click.Context, app_spec: str | None, broker: str | None, queues: str | None,
-           concurrency: int | None, pool: str | None, hostname: str | None, loglevel: str,
-           logfile: str | None, max_tasks_per_child: int | None, without_banner: bool) -> None:
+def worker(
+    ctx: click.Context,
+    app_spec: str | None,
+    broker: str | None,
+    queues: str | None,
+    concurrency: int | None,
+    pool: str | None,
+    hostname: str | None,
+    loglevel: str,
+    logfile: str | None,
+    max_tasks_per_child: int | None,
+    without_banner: bool,
+) -> None:
     """Start a worker."""
     app = _load_app(ctx, app_spec, broker, required=True)
     app.Worker(
-        queues=queues, concurrency=concurrency, pool=pool, hostname=hostname,
-        loglevel=loglevel, logfile=logfile, max_tasks_per_child=max_tasks_per_child,
-        app_spec=ctx.meta["app_spec"], show_banner=not without_banner,
+        queues=queues,
+        concurrency=concurrency,
+        pool=pool,
+        hostname=hostname,
+        loglevel=loglevel,
+        logfile=logfile,
+        max_tasks_per_child=max_tasks_per_child,
+        app_spec=ctx.meta["app_spec"],
+        show_banner=not without_banner,
     ).start()
 
 
@@ -141,9 +173,19 @@ def upgrade(ctx: click.Context, app_spec: str | None, broker: str | None) -> Non
 @click.option("--expires", type=float, help="Revoke if not started within this many seconds.")
 @click.option("--priority", type=int, help="Higher runs first.")
 @click.pass_context
-def call(ctx: click.Context, app_spec: str | None, broker: str | None, name: str,
-         args_json: str, kwargs_json: str, queue: str | None, countdown: float | None,
-         eta: str | None, expires: float | None, priority: int | None) -> None:
+def call(
+    ctx: click.Context,
+    app_spec: str | None,
+    broker: str | None,
+    name: str,
+    args_json: str,
+    kwargs_json: str,
+    queue: str | None,
+    countdown: float | None,
+    eta: str | None,
+    expires: float | None,
+    priority: int | None,
+) -> None:
     """Enqueue task NAME and print its id."""
     args = _parse_json(args_json, list, "--args", "a JSON list, e.g. '[1, 2]'")
     kwargs = _parse_json(kwargs_json, dict, "--kwargs", "a JSON object, e.g. '{\"x\": 1}'")
@@ -154,8 +196,16 @@ def call(ctx: click.Context, app_spec: str | None, broker: str | None, name: str
             eta_value = dt.datetime.fromisoformat(eta)
         except ValueError:
             raise click.BadParameter(f"not an ISO 8601 time: {eta!r}", param_hint="--eta")
-    result = app.send_task(name, args, kwargs, queue=queue, countdown=countdown, eta=eta_value,
-                           expires=expires, priority=priority)
+    result = app.send_task(
+        name,
+        args,
+        kwargs,
+        queue=queue,
+        countdown=countdown,
+        eta=eta_value,
+        expires=expires,
+        priority=priority,
+    )
     click.echo(result.id)
 
 
@@ -163,11 +213,13 @@ def _parse_json(text: str, kind: type, option: str, expected: str) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise click.BadParameter(f"invalid JSON ({error.msg}); expected {expected}",
-                                 param_hint=option)
+        raise click.BadParameter(
+            f"invalid JSON ({error.msg}); expected {expected}", param_hint=option
+        )
     if not isinstance(value, kind):
-        raise click.BadParameter(f"expected {expected}, got {type(value).__name__}",
-                                 param_hint=option)
+        raise click.BadParameter(
+            f"expected {expected}, got {type(value).__name__}", param_hint=option
+        )
     return value
 
 
@@ -177,8 +229,14 @@ def _parse_json(text: str, kind: type, option: str, expected: str) -> Any:
 @click.option("--traceback", "show_traceback", is_flag=True, help="Show a failure's traceback.")
 @click.option("--timeout", type=float, help="Wait up to this many seconds for the job to finish.")
 @click.pass_context
-def result(ctx: click.Context, app_spec: str | None, broker: str | None, task_id: str,
-           show_traceback: bool, timeout: float | None) -> None:
+def result(
+    ctx: click.Context,
+    app_spec: str | None,
+    broker: str | None,
+    task_id: str,
+    show_traceback: bool,
+    timeout: float | None,
+) -> None:
     """Print the state and result of job TASK_ID."""
     from dbqueue.exceptions import TaskNotFound
 
@@ -212,15 +270,17 @@ def _render(value: Any) -> str:
 @click.option("-Q", "--queues", help="Only these queues (comma separated).")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
-def purge(ctx: click.Context, app_spec: str | None, broker: str | None, queues: str | None,
-          force: bool) -> None:
+def purge(
+    ctx: click.Context, app_spec: str | None, broker: str | None, queues: str | None, force: bool
+) -> None:
     """Delete every job waiting to run (not running or finished ones)."""
     app = _load_app(ctx, app_spec, broker)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     where = f"queue(s) {', '.join(names)}" if names else "all queues"
     if not force:
-        click.confirm(f"This deletes every job waiting in {where}; there is no undo. Continue?",
-                      abort=True)
+        click.confirm(
+            f"This deletes every job waiting in {where}; there is no undo. Continue?", abort=True
+        )
     count = app.control.purge(names)
     click.echo(f"Purged {count} job(s) from {where}.")
 
@@ -250,6 +310,8 @@ def status(ctx: click.Context, app_spec: str | None, broker: str | None, as_json
     click.echo(f"Workers: {len(workers)} online")
     for w in workers:
         queues = ",".join(f"{q}:{n}" if n else q for q, n in w["queues"].items())
-        click.echo(f"  {w['name']}  pid {w['pid']}  {w['pool']} x{w['concurrency']}  "
-                   f"running {w['running']}  queues {queues}  "
-                   f"heartbeat {now - w['heartbeat_at']:.1f}s ago")
+        click.echo(
+            f"  {w['name']}  pid {w['pid']}  {w['pool']} x{w['concurrency']}  "
+            f"running {w['running']}  queues {queues}  "
+            f"heartbeat {now - w['heartbeat_at']:.1f}s ago"
+        )

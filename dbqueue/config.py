@@ -146,7 +146,7 @@ class Settings(dict[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(OLD_NAMES.get(key, key), value)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         values = dict(*args, **kwargs)
         _refuse_mixed_names(values)
         for key, value in values.items():

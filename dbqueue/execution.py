@@ -18,8 +18,8 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from dbqueue import signals, states
 from dbqueue import request as _request
+from dbqueue import signals, states
 from dbqueue.exceptions import (
     EncodeError,
     Ignore,
@@ -80,21 +80,45 @@ _STATE = {
 }
 
 
-def build_request(task: Task, job: Any, args: list[Any], kwargs: dict[str, Any],
-                  hostname: str, worker_id: str | None) -> _request.Context:
+def build_request(
+    task: Task,
+    job: Any,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    hostname: str,
+    worker_id: str | None,
+) -> _request.Context:
     """The ``self.request`` of a claimed job."""
     options = job.options
     return _request.Context(
-        id=job.id, task=job.task, args=args, kwargs=kwargs, retries=job.attempt - 1,
-        attempt=job.attempt, max_retries=job.max_retries, eta=options.get("eta"),
-        expires=options.get("expires"), hostname=hostname, worker_id=worker_id,
-        delivery_info={"exchange": "", "routing_key": job.queue, "priority": job.priority,
-                       "redelivered": job.attempt > 1},
-        is_eager=False, called_directly=False, origin=options.get("origin"),
+        id=job.id,
+        task=job.task,
+        args=args,
+        kwargs=kwargs,
+        retries=job.attempt - 1,
+        attempt=job.attempt,
+        max_retries=job.max_retries,
+        eta=options.get("eta"),
+        expires=options.get("expires"),
+        hostname=hostname,
+        worker_id=worker_id,
+        delivery_info={
+            "exchange": "",
+            "routing_key": job.queue,
+            "priority": job.priority,
+            "redelivered": job.attempt > 1,
+        },
+        is_eager=False,
+        called_directly=False,
+        origin=options.get("origin"),
         timelimit=(options.get("time_limit"), options.get("soft_time_limit")),
         ignore_result=bool(options.get("ignore_result", task.ignore_result)),
-        root_id=job.root_id or job.id, parent_id=job.parent_id, headers=options.get("headers"),
-        shadow=options.get("shadow"), queue=job.queue, priority=job.priority,
+        root_id=job.root_id or job.id,
+        parent_id=job.parent_id,
+        headers=options.get("headers"),
+        shadow=options.get("shadow"),
+        queue=job.queue,
+        priority=job.priority,
     )
 
 
@@ -104,14 +128,16 @@ def _function(task: Task) -> Any:
 
 
 def _prerun(task: Task, request: _request.Context) -> _request.Context:
-    signals.task_prerun.send(task, task_id=request.id, task=task, args=request.args,
-                             kwargs=request.kwargs)
-    task.before_start(request.id, request.args, request.kwargs)
+    signals.task_prerun.send(
+        task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
+    )
+    task.before_start(str(request.id), request.args, request.kwargs)
     return request
 
 
-def run_sync(task: Task, request: _request.Context,
-             guard: AbstractContextManager[Any] | None = None) -> Decision:
+def run_sync(
+    task: Task, request: _request.Context, guard: AbstractContextManager[Any] | None = None
+) -> Decision:
     """Run a sync task body and classify how it ended.
 
     ``guard`` wraps just the body (the time-limit watchdog), inside the exception handler, so
@@ -133,8 +159,12 @@ def run_sync(task: Task, request: _request.Context,
     return decision
 
 
-async def run_async(task: Task, request: _request.Context, limit: float | None = None,
-                    limit_exc: type[Exception] = SoftTimeLimitExceeded) -> Decision:
+async def run_async(
+    task: Task,
+    request: _request.Context,
+    limit: float | None = None,
+    limit_exc: type[Exception] = SoftTimeLimitExceeded,
+) -> Decision:
     """Run an ``async def`` task body on the running event loop and classify how it ended.
 
     After ``limit`` seconds the body is cancelled (it sees CancelledError and may clean up)
@@ -172,8 +202,7 @@ def classify(task: Task, request: _request.Context, exc: Exception) -> Decision:
     if isinstance(exc, Ignore):
         return Decision("ignored", exc=exc)
     if isinstance(exc, Reject):
-        return Decision("requeue" if exc.requeue else "rejected", exc=exc,
-                        einfo=ExceptionInfo(exc))
+        return Decision("requeue" if exc.requeue else "rejected", exc=exc, einfo=ExceptionInfo(exc))
     if isinstance(exc, NoRetry):
         return Decision("fail", exc=exc.exc, einfo=ExceptionInfo(exc.exc))
     if isinstance(exc, RetryAfter):
@@ -182,8 +211,10 @@ def classify(task: Task, request: _request.Context, exc: Exception) -> Decision:
         if limit is None or request.retries < limit:
             return Decision("retry", exc=reason, einfo=ExceptionInfo(reason), delay=exc.seconds)
         return Decision("fail", exc=reason, einfo=ExceptionInfo(reason))
-    if task.autoretry_for and isinstance(exc, task.autoretry_for) and not (
-        task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)
+    if (
+        task.autoretry_for
+        and isinstance(exc, task.autoretry_for)
+        and not (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for))
     ):
         return _autoretry(task, request, exc)
     return Decision("fail", exc=exc, einfo=ExceptionInfo(exc))
@@ -197,9 +228,14 @@ def _retry_decision(exc: Retry) -> Decision:
     else:
         delay = float(when or 0)
     reason = exc.exc or exc
-    return Decision("retry", exc=reason, einfo=ExceptionInfo(reason), delay=max(delay, 0.0),
-                    new_args=getattr(exc, "new_args", None),
-                    new_kwargs=getattr(exc, "new_kwargs", None))
+    return Decision(
+        "retry",
+        exc=reason,
+        einfo=ExceptionInfo(reason),
+        delay=max(delay, 0.0),
+        new_args=getattr(exc, "new_args", None),
+        new_kwargs=getattr(exc, "new_kwargs", None),
+    )
 
 
 def _autoretry(task: Task, request: _request.Context, exc: Exception) -> Decision:
@@ -208,8 +244,9 @@ def _autoretry(task: Task, request: _request.Context, exc: Exception) -> Decisio
     options = dict(task.retry_kwargs or {})
     if task.retry_backoff:
         factor = 1.0 if task.retry_backoff is True else float(task.retry_backoff)
-        options["countdown"] = task_backoff(factor, request.retries, task.retry_backoff_max,
-                                            task.retry_jitter)
+        options["countdown"] = task_backoff(
+            factor, request.retries, task.retry_backoff_max, task.retry_jitter
+        )
     token = _request.push(request)
     try:
         task.retry(exc=exc, **options)
@@ -231,8 +268,13 @@ def _error_type(exc: BaseException) -> str:
 MAX_ERROR = 16 * 1024
 
 
-def to_outcome(task: Task, request: _request.Context, decision: Decision,
-               result_serializer: str, task_serializer: str) -> Outcome:
+def to_outcome(
+    task: Task,
+    request: _request.Context,
+    decision: Decision,
+    result_serializer: str,
+    task_serializer: str,
+) -> Outcome:
     """The storage write for a decision; a result that does not serialize fails the job."""
     job_id = str(request.id)
     kind = decision.kind
@@ -266,44 +308,84 @@ def to_outcome(task: Task, request: _request.Context, decision: Decision,
             args = decision.new_args if decision.new_args is not None else request.args
             kwargs = decision.new_kwargs if decision.new_kwargs is not None else request.kwargs
             _, payload = encode_call(task.name, args, kwargs, task_serializer)
-        return Outcome("retry", job_id, error_type=error_type, error=message,
-                       traceback=traceback, delay=decision.delay, payload=payload)
+        return Outcome(
+            "retry",
+            job_id,
+            error_type=error_type,
+            error=message,
+            traceback=traceback,
+            delay=decision.delay,
+            payload=payload,
+        )
     return Outcome("fail", job_id, error_type=error_type, error=message, traceback=traceback)
 
 
-def after_commit(task: Task, request: _request.Context, decision: Decision,
-                 owned: bool = True) -> None:
+def after_commit(
+    task: Task, request: _request.Context, decision: Decision, owned: bool = True
+) -> None:
     """Handlers, Celery's signals and the log line, once the outcome is committed."""
-    args, kwargs, task_id = request.args, request.kwargs, request.id
+    args, kwargs, task_id = request.args, request.kwargs, str(request.id)
     einfo = decision.einfo
     if not owned:
-        logger.warning("Task %s[%s] finished but the job was taken over or revoked meanwhile; "
-                       "its outcome was discarded", task.name, task_id)
+        logger.warning(
+            "Task %s[%s] finished but the job was taken over or revoked meanwhile; "
+            "its outcome was discarded",
+            task.name,
+            task_id,
+        )
     elif decision.kind == "success":
         if logger.isEnabledFor(logging.INFO):
-            logger.info("Task %s[%s] succeeded in %.6fs: %s", task.name, task_id,
-                        decision.runtime, _short_repr(decision.retval))
+            logger.info(
+                "Task %s[%s] succeeded in %.6fs: %s",
+                task.name,
+                task_id,
+                decision.runtime,
+                _short_repr(decision.retval),
+            )
         task.on_success(decision.retval, task_id, args, kwargs)
         signals.task_success.send(task, result=decision.retval, runtime=decision.runtime)
     elif decision.kind == "retry":
         assert decision.exc is not None
         reason = "" if isinstance(decision.exc, Retry) else f": {decision.exc!r}"
-        logger.info("Task %s[%s] retry: Retry in %gs%s", task.name, task_id,
-                    round(decision.delay, 3), reason)
+        logger.info(
+            "Task %s[%s] retry: Retry in %gs%s",
+            task.name,
+            task_id,
+            round(decision.delay, 3),
+            reason,
+        )
         task.on_retry(decision.exc, task_id, args, kwargs, einfo)
         signals.task_retry.send(task, request=request, reason=decision.exc, einfo=einfo)
     elif decision.kind in ("fail", "rejected"):
         assert decision.exc is not None
         _log_failure(task, task_id, decision)
         task.on_failure(decision.exc, task_id, args, kwargs, einfo)
-        signals.task_failure.send(task, task_id=task_id, exception=decision.exc, args=args,
-                                  kwargs=kwargs, traceback=einfo.traceback if einfo else None,
-                                  einfo=einfo)
-    task.after_return(decision.state, decision.retval if decision.kind == "success"
-                      else decision.exc, task_id, args, kwargs, einfo)
-    signals.task_postrun.send(task, task_id=task_id, task=task, args=args, kwargs=kwargs,
-                              retval=decision.retval if decision.kind == "success"
-                              else decision.exc, state=decision.state)
+        signals.task_failure.send(
+            task,
+            task_id=task_id,
+            exception=decision.exc,
+            args=args,
+            kwargs=kwargs,
+            traceback=einfo.traceback if einfo else None,
+            einfo=einfo,
+        )
+    task.after_return(
+        decision.state,
+        decision.retval if decision.kind == "success" else decision.exc,
+        task_id,
+        args,
+        kwargs,
+        einfo,
+    )
+    signals.task_postrun.send(
+        task,
+        task_id=task_id,
+        task=task,
+        args=args,
+        kwargs=kwargs,
+        retval=decision.retval if decision.kind == "success" else decision.exc,
+        state=decision.state,
+    )
 
 
 def _log_failure(task: Task, task_id: Any, decision: Decision) -> None:
@@ -313,8 +395,13 @@ def _log_failure(task: Task, task_id: Any, decision: Decision) -> None:
     elif task.throws and isinstance(exc, task.throws):
         logger.info("Task %s[%s] raised expected: %r", task.name, task_id, exc)
     else:
-        logger.error("Task %s[%s] raised unexpected: %r\n%s", task.name, task_id, exc,
-                     decision.einfo.traceback if decision.einfo else "")
+        logger.error(
+            "Task %s[%s] raised unexpected: %r\n%s",
+            task.name,
+            task_id,
+            exc,
+            decision.einfo.traceback if decision.einfo else "",
+        )
 
 
 def _short_repr(value: Any, limit: int = 256) -> str:
@@ -322,8 +409,14 @@ def _short_repr(value: Any, limit: int = 256) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def apply_eagerly(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
-                  task_id: str | None, throw: bool | None, options: dict[str, Any]) -> EagerResult:
+def apply_eagerly(
+    task: Task,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    task_id: str | None,
+    throw: bool | None,
+    options: dict[str, Any],
+) -> EagerResult:
     """``Task.apply()``: run in-process through the same tracer; retries re-run inline."""
     app = task.app
     serializer = task.serializer or app.conf.task_serializer
@@ -334,13 +427,25 @@ def apply_eagerly(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
     parent = _request.current_request()
     while True:
         request = _request.Context(
-            id=job_id, task=task.name, args=call_args, kwargs=call_kwargs, retries=retries,
-            attempt=retries + 1, max_retries=options.get("max_retries", task.max_retries),
-            is_eager=True, called_directly=False,
-            delivery_info={"exchange": "", "routing_key": options.get("queue"),
-                           "priority": options.get("priority"), "redelivered": False},
-            hostname="eager", root_id=parent.root_id if parent else job_id,
-            parent_id=parent.id if parent else None, headers=options.get("headers"),
+            id=job_id,
+            task=task.name,
+            args=call_args,
+            kwargs=call_kwargs,
+            retries=retries,
+            attempt=retries + 1,
+            max_retries=options.get("max_retries", task.max_retries),
+            is_eager=True,
+            called_directly=False,
+            delivery_info={
+                "exchange": "",
+                "routing_key": options.get("queue"),
+                "priority": options.get("priority"),
+                "redelivered": False,
+            },
+            hostname="eager",
+            root_id=parent.root_id if parent else job_id,
+            parent_id=parent.id if parent else None,
+            headers=options.get("headers"),
             ignore_result=bool(options.get("ignore_result", task.ignore_result)),
         )
         if task.is_async:
@@ -362,5 +467,10 @@ def apply_eagerly(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
     if propagate and decision.kind in ("fail", "rejected"):
         assert decision.exc is not None
         raise decision.exc
-    return EagerResult(job_id, value, decision.state,
-                       decision.einfo.traceback if decision.einfo else None, task.name)
+    return EagerResult(
+        job_id,
+        value,
+        decision.state,
+        decision.einfo.traceback if decision.einfo else None,
+        task.name,
+    )

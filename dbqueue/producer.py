@@ -28,11 +28,28 @@ if TYPE_CHECKING:
     from dbqueue.task import Task
 
 #: Celery options that only matter to AMQP brokers or kombu producers.
-IGNORED_OPTIONS = frozenset({
-    "exchange", "exchange_type", "retry", "retry_policy", "connection", "producer",
-    "add_to_parent", "reply_to", "compression", "mandatory", "immediate", "delivery_mode",
-    "declare", "stamped_headers", "stamps", "group_id", "group_index", "publisher",
-})
+IGNORED_OPTIONS = frozenset(
+    {
+        "exchange",
+        "exchange_type",
+        "retry",
+        "retry_policy",
+        "connection",
+        "producer",
+        "add_to_parent",
+        "reply_to",
+        "compression",
+        "mandatory",
+        "immediate",
+        "delivery_mode",
+        "declare",
+        "stamped_headers",
+        "stamps",
+        "group_id",
+        "group_index",
+        "publisher",
+    }
+)
 #: Options stored with the job and read back by the worker.
 STORED_OPTIONS = ("ignore_result", "time_limit", "soft_time_limit", "shadow")
 #: Canvas options not supported yet: refusing them beats dropping callbacks on the floor.
@@ -51,8 +68,14 @@ class Producer:
         self._allowed: dict[str, str] = {}
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
 
-    def publish(self, task: Task | None, name: str, args: tuple[Any, ...],
-                kwargs: dict[str, Any], options: dict[str, Any]) -> AsyncResult:
+    def publish(
+        self,
+        task: Task | None,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> AsyncResult:
         job = self.build(task, name, args, kwargs, options)
         self._before(job, args, kwargs, options)
         job_id = self.app.storage.insert_job(job)
@@ -60,8 +83,12 @@ class Producer:
         self.app.wake_local(job.queue)
         return AsyncResult(job_id, app=self.app, task_name=name)
 
-    def publish_many(self, task: Task, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-                     options: dict[str, Any]) -> list[AsyncResult]:
+    def publish_many(
+        self,
+        task: Task,
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        options: dict[str, Any],
+    ) -> list[AsyncResult]:
         jobs = []
         for args, kwargs in calls:
             job = self.build(task, task.name, args, kwargs, dict(options))
@@ -74,8 +101,14 @@ class Producer:
             self.app.wake_local(queue)
         return [AsyncResult(job_id, app=self.app, task_name=task.name) for job_id in ids]
 
-    def build(self, task: Task | None, name: str, args: tuple[Any, ...],
-              kwargs: dict[str, Any], options: dict[str, Any]) -> NewJob:
+    def build(
+        self,
+        task: Task | None,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> NewJob:
         """The row for one call, with every option checked."""
         options = {k: v for k, v in options.items() if v is not None}
         _check_options(options)
@@ -102,17 +135,25 @@ class Producer:
             stored["expires"] = dt.datetime.fromtimestamp(expires_at, dt.UTC).isoformat()
         max_retries = options.get("max_retries", task.max_retries if task else DEFAULT_MAX_RETRIES)
         return NewJob(
-            id=str(options.get("task_id") or uuid.uuid4()), task=name, queue=queue,
-            payload=payload, content_type=content_type, priority=priority,
-            max_retries=max_retries, run_at=run_at, delay=delay, expires_at=expires_at,
+            id=str(options.get("task_id") or uuid.uuid4()),
+            task=name,
+            queue=queue,
+            payload=payload,
+            content_type=content_type,
+            priority=priority,
+            max_retries=max_retries,
+            run_at=run_at,
+            delay=delay,
+            expires_at=expires_at,
             unique_key=None if unique_key is None else str(unique_key),
             parent_id=options.get("parent_id") or (parent.id if parent else None),
             root_id=options.get("root_id") or (parent.root_id or parent.id if parent else None),
             options=json.dumps(stored, separators=(",", ":"), default=str) if stored else None,
         )
 
-    def _route(self, task: Task | None, name: str, args: Any, kwargs: Any,
-               options: dict[str, Any]) -> tuple[str, int]:
+    def _route(
+        self, task: Task | None, name: str, args: Any, kwargs: Any, options: dict[str, Any]
+    ) -> tuple[str, int]:
         conf = self.app.conf
         queue = options.get("queue") or options.get("routing_key") or (task and task.queue)
         priority = options.get("priority", task.priority if task else None)
@@ -124,8 +165,9 @@ class Producer:
         if priority is None:
             priority = conf.task_default_priority or 0
         if not isinstance(queue, str) or not queue or len(queue) > 255:
-            raise ValueError(f"queue must be a non-empty string of at most 255 characters, "
-                             f"got {queue!r}")
+            raise ValueError(
+                f"queue must be a non-empty string of at most 255 characters, got {queue!r}"
+            )
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an integer, got {priority!r}")
         return queue, priority
@@ -167,8 +209,9 @@ class Producer:
             value = value.replace(tzinfo=ZoneInfo(zone) if zone else dt.UTC)
         return value.timestamp()
 
-    def _before(self, job: NewJob, args: tuple[Any, ...], kwargs: dict[str, Any],
-                options: dict[str, Any]) -> None:
+    def _before(
+        self, job: NewJob, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> None:
         """Celery's before_task_publish; handlers may add headers, which are stored."""
         if not signals.before_task_publish.receivers:
             return
@@ -177,9 +220,14 @@ class Producer:
         headers.update(custom)
         before = dict(headers)
         signals.before_task_publish.send(
-            job.task, body=(list(args), kwargs, {}), exchange="", routing_key=job.queue,
-            headers=headers, properties={"correlation_id": job.id, "priority": job.priority},
-            declare=[], retry_policy=None,
+            job.task,
+            body=(list(args), kwargs, {}),
+            exchange="",
+            routing_key=job.queue,
+            headers=headers,
+            properties={"correlation_id": job.id, "priority": job.priority},
+            declare=[],
+            retry_policy=None,
         )
         added = {k: v for k, v in headers.items() if before.get(k, _MISSING) != v or k in custom}
         if added:
@@ -190,27 +238,52 @@ class Producer:
     def _after(self, job: NewJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(
-                job.task, body=(list(args), kwargs, {}), exchange="", routing_key=job.queue,
+                job.task,
+                body=(list(args), kwargs, {}),
+                exchange="",
+                routing_key=job.queue,
                 headers=self._headers(job, args, kwargs),
             )
 
     def _headers(self, job: NewJob, args: Any, kwargs: Any) -> dict[str, Any]:
         """Celery's protocol v2 headers for this job, for publish signal handlers."""
         return {
-            "lang": "py", "task": job.task, "id": job.id, "shadow": None,
-            "eta": None if job.run_at is None else
-            dt.datetime.fromtimestamp(job.run_at, dt.UTC).isoformat(),
-            "expires": None, "group": None, "group_index": None, "retries": 0,
-            "timelimit": [None, None], "root_id": job.root_id or job.id,
-            "parent_id": job.parent_id, "argsrepr": repr(tuple(args))[:1024],
-            "kwargsrepr": repr(kwargs)[:1024], "origin": self._origin, "ignore_result": False,
+            "lang": "py",
+            "task": job.task,
+            "id": job.id,
+            "shadow": None,
+            "eta": None
+            if job.run_at is None
+            else dt.datetime.fromtimestamp(job.run_at, dt.UTC).isoformat(),
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": job.root_id or job.id,
+            "parent_id": job.parent_id,
+            "argsrepr": repr(tuple(args))[:1024],
+            "kwargsrepr": repr(kwargs)[:1024],
+            "origin": self._origin,
+            "ignore_result": False,
         }
 
 
 _MISSING = object()
 _KNOWN = {
-    "task_id", "countdown", "eta", "expires", "priority", "queue", "routing_key",
-    "unique_key", "headers", "serializer", "max_retries", "parent_id", "root_id",
+    "task_id",
+    "countdown",
+    "eta",
+    "expires",
+    "priority",
+    "queue",
+    "routing_key",
+    "unique_key",
+    "headers",
+    "serializer",
+    "max_retries",
+    "parent_id",
+    "root_id",
     *STORED_OPTIONS,
 }
 

@@ -28,8 +28,14 @@ def _exception(error_type: str | None, error: str | None) -> BaseException:
 class AsyncResult:
     """The state and result of a job, looked up by id."""
 
-    def __init__(self, id: str, app: DBQueue | None = None, task_name: str | None = None,
-                 backend: Any = None, parent: Any = None) -> None:
+    def __init__(
+        self,
+        id: str,
+        app: DBQueue | None = None,
+        task_name: str | None = None,
+        backend: Any = None,
+        parent: Any = None,
+    ) -> None:
         if app is None:
             from dbqueue.app import current_app
 
@@ -100,8 +106,14 @@ class AsyncResult:
     def failed(self) -> bool:
         return self.state == states.FAILURE
 
-    def get(self, timeout: float | None = None, propagate: bool = True,
-            interval: float = 0.5, disable_sync_subtasks: bool = True, **_: Any) -> Any:
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        disable_sync_subtasks: bool = True,
+        **_: Any,
+    ) -> Any:
         """Wait for the job to finish and return its result (or raise its exception).
 
         On PostgreSQL the wait wakes on the worker's notification; elsewhere it polls, starting
@@ -121,8 +133,9 @@ class AsyncResult:
                 f"no job with id {self.id!r}: it was never enqueued, or its result expired"
             )
         if meta.get("_timeout"):
-            raise TimeoutError(f"The operation timed out: job {self.id} is still "
-                               f"{meta['status']} after {timeout}s")
+            raise TimeoutError(
+                f"The operation timed out: job {self.id} is still {meta['status']} after {timeout}s"
+            )
         self._cache = meta
         return self._settle(meta, propagate)
 
@@ -140,8 +153,14 @@ class AsyncResult:
         if meta is not None:
             self._settle(meta, propagate)
 
-    def revoke(self, terminate: bool = False, signal: Any = None, wait: bool = False,
-               timeout: float | None = None, **_: Any) -> None:
+    def revoke(
+        self,
+        terminate: bool = False,
+        signal: Any = None,
+        wait: bool = False,
+        timeout: float | None = None,
+        **_: Any,
+    ) -> None:
         """Cancel the job unless it already finished (Celery's revoke)."""
         self.app.control.revoke(self.id, terminate=terminate, signal=signal)
         self._cache = None
@@ -177,11 +196,17 @@ class AsyncResult:
         return f"<AsyncResult: {self.id}>"
 
 
-class EagerResult:
+class EagerResult(AsyncResult):
     """The result of a task run in-process (``apply()``, ``task_always_eager``)."""
 
-    def __init__(self, id: str, ret_value: Any, state: str, traceback: str | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        id: str,
+        ret_value: Any,
+        state: str,
+        traceback: str | None = None,
+        name: str | None = None,
+    ) -> None:
         self.id = id
         self._result = ret_value
         self._state = state
@@ -207,7 +232,14 @@ class EagerResult:
     def failed(self) -> bool:
         return self._state == states.FAILURE
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **_: Any) -> Any:
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        disable_sync_subtasks: bool = True,
+        **_: Any,
+    ) -> Any:
         if propagate and self._state in states.PROPAGATE_STATES:
             raise self._result
         return self._result
@@ -241,8 +273,7 @@ class ResultWaiter:
             self._started = True
         from dbqueue.storage.postgresql import DONE_CHANNEL
 
-        self._listener = self.app.storage.listener([DONE_CHANNEL], self._notified,
-                                                   self._wake_all)
+        self._listener = self.app.storage.listener([DONE_CHANNEL], self._notified, self._wake_all)
 
     def _notified(self, channel: str, payload: str) -> None:
         if payload == "*":

@@ -64,8 +64,14 @@ class _MapRouter:
         return None
 
 
-def lookup(routers: list[Router], name: str, args: Any, kwargs: Any, options: dict[str, Any],
-           task: Any = None) -> Route:
+def lookup(
+    routers: list[Router],
+    name: str,
+    args: Any,
+    kwargs: Any,
+    options: dict[str, Any],
+    task: Any = None,
+) -> Route:
     """The first route matching ``name`` as a dict ({'queue': ..., 'priority': ...}) or {}."""
     for router in routers:
         try:

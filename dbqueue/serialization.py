@@ -31,9 +31,7 @@ def content_type_of(serializer: str) -> str:
         return str(registry.name_to_type[serializer])
     except KeyError:
         known = ", ".join(sorted(registry.name_to_type))
-        raise ImproperlyConfigured(
-            f"unknown serializer {serializer!r} (known: {known})"
-        ) from None
+        raise ImproperlyConfigured(f"unknown serializer {serializer!r} (known: {known})") from None
 
 
 def check_allowed(serializer: str, accept: set[str]) -> str:

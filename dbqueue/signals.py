@@ -25,7 +25,7 @@ class Signal(blinker.NamedSignal):
         super().__init__(name, doc)
         self._uids: dict[Any, Callable[..., Any]] = {}
 
-    def connect(  # type: ignore[override]
+    def connect(
         self,
         receiver: Callable[..., Any] | None = None,
         sender: Any = blinker.ANY,
@@ -48,8 +48,10 @@ class Signal(blinker.NamedSignal):
         super().connect(receiver, sender=sender, weak=weak)
         return receiver
 
-    def disconnect(  # type: ignore[override]
-        self, receiver: Callable[..., Any] | None = None, sender: Any = blinker.ANY,
+    def disconnect(
+        self,
+        receiver: Callable[..., Any] | None = None,
+        sender: Any = blinker.ANY,
         dispatch_uid: Any = None,
     ) -> None:
         """Disconnect by receiver or by the ``dispatch_uid`` it was connected with."""
@@ -58,9 +60,7 @@ class Signal(blinker.NamedSignal):
         if receiver is not None:
             super().disconnect(receiver, sender)
 
-    def send(  # type: ignore[override]
-        self, sender: Any = None, /, **kwargs: Any
-    ) -> list[tuple[Callable[..., Any], Any]]:
+    def send(self, sender: Any = None, /, **kwargs: Any) -> list[tuple[Callable[..., Any], Any]]:
         """Call every handler; log and skip those that raise. Returns (handler, result) pairs."""
         if not self.receivers:
             return []

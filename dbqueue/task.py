@@ -117,8 +117,17 @@ class Task:
         if self.app.conf.task_always_eager:
             return self.apply(args, kwargs, task_id=task_id, **options)
         return self.app.publish(
-            self, args, kwargs, task_id=task_id, countdown=countdown, eta=eta,
-            expires=expires, priority=priority, queue=queue, unique_key=unique_key, **options,
+            self,
+            args,
+            kwargs,
+            task_id=task_id,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            priority=priority,
+            queue=queue,
+            unique_key=unique_key,
+            **options,
         )
 
     def delay_many(self, calls: Iterable[Any], **options: Any) -> list[AsyncResult]:
@@ -167,7 +176,8 @@ class Task:
         if request.called_directly or request.id is None:
             raise exc if exc is not None else Retry("Task can be retried", None)
         limit = (
-            max_retries if max_retries is not None
+            max_retries
+            if max_retries is not None
             else request.__dict__.get("max_retries", self.max_retries)
         )
         if limit is not None and request.retries >= limit:
@@ -176,7 +186,8 @@ class Task:
             raise self.MaxRetriesExceededError(
                 f"Can't retry {self.name}[{request.id}] args:{request.args} "
                 f"kwargs:{request.kwargs}",
-                task_args=request.args, task_kwargs=request.kwargs,
+                task_args=request.args,
+                task_kwargs=request.kwargs,
             )
         when: float | dt.datetime
         if eta is not None:
@@ -230,16 +241,19 @@ class Task:
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         """Runs after the result is committed."""
 
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
         """Runs after the failure is committed."""
 
-    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                 einfo: Any) -> None:
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
         """Runs after the retry is committed."""
 
-    def after_return(self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any,
-                     einfo: Any) -> None:
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
         """Runs after every run, whatever its outcome."""
 
     def __repr__(self) -> str:
@@ -261,8 +275,9 @@ def _split_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return (item,), {}
 
 
-def make_task(app: DBQueue, fun: Callable[..., Any], base: type[Task], options: dict[str, Any],
-              name: str) -> Task:
+def make_task(
+    app: DBQueue, fun: Callable[..., Any], base: type[Task], options: dict[str, Any], name: str
+) -> Task:
     """Build a Task subclass around ``fun`` with ``options`` as attributes, and instantiate it."""
     bind = bool(options.pop("bind", False))
     attrs: dict[str, Any] = {

@@ -57,11 +57,20 @@ class NewJob:
 
     def params(self) -> dict[str, Any]:
         return {
-            "id": self.id, "task": self.task, "queue": self.queue, "priority": self.priority,
-            "payload": self.payload, "content_type": self.content_type,
-            "max_retries": self.max_retries, "run_at": self.run_at, "delay": self.delay,
-            "expires_at": self.expires_at, "unique_key": self.unique_key,
-            "parent_id": self.parent_id, "root_id": self.root_id, "options": self.options,
+            "id": self.id,
+            "task": self.task,
+            "queue": self.queue,
+            "priority": self.priority,
+            "payload": self.payload,
+            "content_type": self.content_type,
+            "max_retries": self.max_retries,
+            "run_at": self.run_at,
+            "delay": self.delay,
+            "expires_at": self.expires_at,
+            "unique_key": self.unique_key,
+            "parent_id": self.parent_id,
+            "root_id": self.root_id,
+            "options": self.options,
         }
 
 
@@ -89,10 +98,19 @@ class ClaimedJob:
     def from_row(cls, row: Row[Any]) -> ClaimedJob:
         m = row._mapping
         return cls(
-            id=m["id"], task=m["task"], queue=m["queue"], priority=m["priority"],
-            payload=bytes(m["payload"]), content_type=m["content_type"], attempt=m["attempt"],
-            max_retries=m["max_retries"], run_at=m["run_at"], expires_at=m["expires_at"],
-            created_at=m["created_at"], parent_id=m["parent_id"], root_id=m["root_id"],
+            id=m["id"],
+            task=m["task"],
+            queue=m["queue"],
+            priority=m["priority"],
+            payload=bytes(m["payload"]),
+            content_type=m["content_type"],
+            attempt=m["attempt"],
+            max_retries=m["max_retries"],
+            run_at=m["run_at"],
+            expires_at=m["expires_at"],
+            created_at=m["created_at"],
+            parent_id=m["parent_id"],
+            root_id=m["root_id"],
             options=json.loads(m["options"]) if m["options"] else {},
             claimed_at=float(m["now"]),
         )
@@ -118,8 +136,9 @@ class Outcome:
     def params(self, worker: str) -> dict[str, Any]:
         base: dict[str, Any] = {"id": self.job_id, "worker": worker}
         if self.kind == "complete":
-            base.update(result=self.result, result_type=self.result_type,
-                        error_type=self.error_type)
+            base.update(
+                result=self.result, result_type=self.result_type, error_type=self.error_type
+            )
         elif self.kind in ("fail", "retry"):
             base.update(error_type=self.error_type, error=self.error, traceback=self.traceback)
             if self.kind == "retry":
@@ -161,8 +180,9 @@ class Storage:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def write(self, fn: Callable[[Connection], T], what: str,
-              retry: RetryConfig | None = None) -> T:
+    def write(
+        self, fn: Callable[[Connection], T], what: str, retry: RetryConfig | None = None
+    ) -> T:
         """Run ``fn`` in a write transaction, retried on transient errors."""
 
         def attempt() -> T:
@@ -197,7 +217,8 @@ class Storage:
         """Raise SchemaError unless the tables match this release."""
         call_with_retry(
             lambda: migrate.check(self.engine, self.family, self.display_url),
-            self.retry, "schema check",
+            self.retry,
+            "schema check",
         )
 
     def schema_version(self) -> int:
@@ -274,8 +295,9 @@ class Storage:
 
     # -- working ----------------------------------------------------------------------------
 
-    def claim(self, worker: str, queues: Sequence[str], limit: int,
-              retry: RetryConfig | None = None) -> list[ClaimedJob]:
+    def claim(
+        self, worker: str, queues: Sequence[str], limit: int, retry: RetryConfig | None = None
+    ) -> list[ClaimedJob]:
         """pending/retrying -> running for up to ``limit`` due jobs, highest priority first."""
         jobs = self.write(
             lambda conn: self._claim(conn, worker, list(queues), limit), "claim", retry
@@ -283,8 +305,9 @@ class Storage:
         jobs.sort(key=lambda j: (-j.priority, j.run_at))
         return jobs
 
-    def _claim(self, conn: Connection, worker: str, queues: list[str],
-               limit: int) -> list[ClaimedJob]:
+    def _claim(
+        self, conn: Connection, worker: str, queues: list[str], limit: int
+    ) -> list[ClaimedJob]:
         rows = self.run(conn, "claim", {"worker": worker, "queues": queues, "limit": limit})
         return [ClaimedJob.from_row(row) for row in rows]
 
@@ -326,22 +349,37 @@ class Storage:
 
     def heartbeat(self, worker: str) -> bool:
         """Refresh the worker's heartbeat; False if its registry row is gone."""
-        return bool(self.write(lambda c: self.run(c, "heartbeat", {"id": worker}).rowcount,
-                               "heartbeat"))
+        return bool(
+            self.write(lambda c: self.run(c, "heartbeat", {"id": worker}).rowcount, "heartbeat")
+        )
 
-    def register_worker(self, worker: str, name: str, hostname: str, pid: int,
-                        queues: dict[str, int | None], concurrency: int, pool: str,
-                        info: dict[str, Any]) -> None:
+    def register_worker(
+        self,
+        worker: str,
+        name: str,
+        hostname: str,
+        pid: int,
+        queues: dict[str, int | None],
+        concurrency: int,
+        pool: str,
+        info: dict[str, Any],
+    ) -> None:
         params = {
-            "id": worker, "name": name, "hostname": hostname, "pid": pid,
-            "queues": json.dumps(queues), "concurrency": concurrency, "pool": pool,
+            "id": worker,
+            "name": name,
+            "hostname": hostname,
+            "pid": pid,
+            "queues": json.dumps(queues),
+            "concurrency": concurrency,
+            "pool": pool,
             "info": json.dumps(info),
         }
         self.write(lambda c: self.run(c, "register_worker", params), "worker registration")
 
     def unregister_worker(self, worker: str) -> None:
-        self.write(lambda c: self.run(c, "unregister_worker", {"id": worker}),
-                   "worker unregistration")
+        self.write(
+            lambda c: self.run(c, "unregister_worker", {"id": worker}), "worker unregistration"
+        )
 
     def release(self, worker: str, ids: Iterable[str]) -> int:
         """running -> pending for jobs claimed but not run; their attempt is given back."""
@@ -359,10 +397,12 @@ class Storage:
         return [ReapedJob(r.id, r.task, r.status, r.attempt) for r in rows]
 
     def forget_dead_workers(self, age: float) -> int:
-        return int(self.write(
-            lambda c: self.run(c, "forget_dead_workers", {"age": age}).rowcount,
-            "worker registry cleanup",
-        ))
+        return int(
+            self.write(
+                lambda c: self.run(c, "forget_dead_workers", {"age": age}).rowcount,
+                "worker registry cleanup",
+            )
+        )
 
     def prune(self, older_than: float, limit: int = 1000) -> int:
         """Delete up to ``limit`` finished jobs that finished ``older_than`` seconds ago."""
@@ -392,24 +432,27 @@ class Storage:
     def job_states(self, ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
         if not ids:
             return {}
-        rows = self.read(lambda c: list(self.run(c, "job_states", {"ids": list(ids)})),
-                         "job states lookup")
+        rows = self.read(
+            lambda c: list(self.run(c, "job_states", {"ids": list(ids)})), "job states lookup"
+        )
         return {r.id: (r.status, r.error_type) for r in rows}
 
     def revoke(self, ids: Sequence[str]) -> int:
-        return int(self.write(lambda c: self.run(c, "revoke", {"ids": list(ids)}).rowcount,
-                              "revoke"))
+        return int(
+            self.write(lambda c: self.run(c, "revoke", {"ids": list(ids)}).rowcount, "revoke")
+        )
 
     def forget(self, job_id: str) -> int:
-        return int(self.write(lambda c: self.run(c, "forget", {"id": job_id}).rowcount,
-                              "forget"))
+        return int(self.write(lambda c: self.run(c, "forget", {"id": job_id}).rowcount, "forget"))
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete jobs waiting to run (all queues, or only ``queues``)."""
         if queues:
-            return int(self.write(
-                lambda c: self.run(c, "purge", {"queues": list(queues)}).rowcount, "purge"
-            ))
+            return int(
+                self.write(
+                    lambda c: self.run(c, "purge", {"queues": list(queues)}).rowcount, "purge"
+                )
+            )
         return int(self.write(lambda c: self.run(c, "purge_all").rowcount, "purge"))
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
@@ -420,8 +463,7 @@ class Storage:
         return counts
 
     def live_workers(self, age: float) -> list[dict[str, Any]]:
-        rows = self.read(lambda c: list(self.run(c, "live_workers", {"age": age})),
-                         "live workers")
+        rows = self.read(lambda c: list(self.run(c, "live_workers", {"age": age})), "live workers")
         workers = []
         for row in rows:
             item = dict(row._mapping)
@@ -435,9 +477,12 @@ class Storage:
 
     # -- notifications ----------------------------------------------------------------------
 
-    def listener(self, channels: Sequence[str],
-                 callback: Callable[[str, str], None],
-                 on_connect: Callable[[], None] | None = None) -> Any:
+    def listener(
+        self,
+        channels: Sequence[str],
+        callback: Callable[[str, str], None],
+        on_connect: Callable[[], None] | None = None,
+    ) -> Any:
         """A started background listener for ``channels``, or None where the dialect has none."""
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +15,7 @@ _DUPLICATE_KEY = 1062
 
 
 def _is_duplicate(error: IntegrityError) -> bool:
-    args = getattr(error.orig, "args", ())
+    args: tuple[Any, ...] = getattr(error.orig, "args", ())
     return bool(args) and args[0] == _DUPLICATE_KEY
 
 

@@ -20,8 +20,17 @@ DONE_CHANNEL = "dbqueue_done"
 #: NOTIFY payloads must stay under 8000 bytes; longer id lists degrade to "check everything".
 _MAX_PAYLOAD = 7900
 _COPY_COLUMNS = (
-    "id", "task", "queue", "priority", "payload", "content_type", "max_retries",
-    "expires_at", "parent_id", "root_id", "options",
+    "id",
+    "task",
+    "queue",
+    "priority",
+    "payload",
+    "content_type",
+    "max_retries",
+    "expires_at",
+    "parent_id",
+    "root_id",
+    "options",
 )
 
 
@@ -63,17 +72,29 @@ class PostgresStorage(Storage):
         if timed:
             columns.append("run_at")
         statement = f"COPY dbqueue_jobs ({', '.join(columns)}) FROM STDIN"
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for job in jobs:
-                row: list[Any] = [
-                    job.id, job.task, job.queue, job.priority, job.payload, job.content_type,
-                    job.max_retries, job.expires_at, job.parent_id, job.root_id, job.options,
-                ]
-                if timed:
-                    row.append(job.run_at if job.run_at is not None else now + job.delay)
-                copy.write_row(row)
+        raw: Any = conn.connection.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            with cursor.copy(statement) as copy:
+                for job in jobs:
+                    row: list[Any] = [
+                        job.id,
+                        job.task,
+                        job.queue,
+                        job.priority,
+                        job.payload,
+                        job.content_type,
+                        job.max_retries,
+                        job.expires_at,
+                        job.parent_id,
+                        job.root_id,
+                        job.options,
+                    ]
+                    if timed:
+                        row.append(job.run_at if job.run_at is not None else now + job.delay)
+                    copy.write_row(row)
+        finally:
+            cursor.close()
 
     def _after_finish(self, conn: Connection, ids: list[str]) -> None:
         payload = ",".join(ids)
@@ -151,7 +172,9 @@ class PgListener:
                 failures += 1
                 delay = min(5.0, 0.1 * 2**failures)
                 if not self._stop.is_set():
-                    logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs",
-                                   str(error).strip().splitlines()[0] if str(error) else error,
-                                   delay)
+                    logger.warning(
+                        "LISTEN connection lost (%s); reconnecting in %.1fs",
+                        str(error).strip().splitlines()[0] if str(error) else error,
+                        delay,
+                    )
                 self._stop.wait(delay)

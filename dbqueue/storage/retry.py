@@ -64,7 +64,11 @@ def call_with_retry(
             delay = config.delay(attempt)
             logger.warning(
                 "%s failed (attempt %d/%d), retrying in %.2fs: %s",
-                what, attempt, config.max_attempts, delay, _short(error),
+                what,
+                attempt,
+                config.max_attempts,
+                delay,
+                _short(error),
             )
             if on_retry is not None:
                 on_retry(error)

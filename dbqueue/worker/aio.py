@@ -23,9 +23,11 @@ class EventLoopThread:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def submit(self, coro: Coroutine[Any, Any, T],
-               done: Callable[[concurrent.futures.Future[T]], None] | None = None
-               ) -> concurrent.futures.Future[T]:
+    def submit(
+        self,
+        coro: Coroutine[Any, Any, T],
+        done: Callable[[concurrent.futures.Future[T]], None] | None = None,
+    ) -> concurrent.futures.Future[T]:
         """Schedule a coroutine; ``done`` is called (in the loop thread) when it ends."""
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         if done is not None:
@@ -56,7 +58,8 @@ def run_coroutine(awaitable: Awaitable[T]) -> T:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    value: T = box["value"]
+    return value
 
 
 async def _wrap(awaitable: Awaitable[T]) -> T:

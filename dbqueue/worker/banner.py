@@ -31,7 +31,7 @@ def parse_loglevel(level: str | int | None) -> int:
         raise ImproperlyConfigured(
             f"unknown log level {level!r} (use debug, info, warning, error or critical)"
         )
-    return logging.getLevelName("WARNING" if name == "WARN" else name)  # type: ignore[no-any-return]
+    return logging.getLevelName("WARNING" if name == "WARN" else name)
 
 
 def setup_logging(level: int, logfile: str | None, fmt: str = LOG_FORMAT) -> None:
@@ -66,7 +66,8 @@ def banner(worker: Worker) -> str:
             queue_lines.append(f"                .> {name:<20} {limit}")
     reaper = (
         f"every {conf.stale_lock_interval:g}s, jobs of workers silent {conf.stale_lock_age:g}s"
-        if conf.stale_lock_interval else "disabled"
+        if conf.stale_lock_interval
+        else "disabled"
     )
     tasks = sorted(name for name in app.tasks if not name.startswith("celery."))
     lines = [

@@ -87,16 +87,23 @@ class Completer:
             except StorageUnavailable as error:
                 failures += 1
                 delay = min(5.0, 0.5 * failures)
-                logger.error("Cannot record %d job outcome(s), retrying in %.1fs: %s",
-                             len(outcomes), delay, error)
+                logger.error(
+                    "Cannot record %d job outcome(s), retrying in %.1fs: %s",
+                    len(outcomes),
+                    delay,
+                    error,
+                )
                 threading.Event().wait(delay)
 
     def _record_unwritable(self, outcome: Outcome) -> set[str]:
         """An outcome the database refuses (too large, bad bytes) fails the job, saying why."""
         logger.exception("Job %s: its outcome could not be stored", outcome.job_id)
-        fallback = Outcome("fail", outcome.job_id,
-                           error_type="dbqueue.exceptions.EncodeError",
-                           error=f"the job's {outcome.kind} outcome could not be stored")
+        fallback = Outcome(
+            "fail",
+            outcome.job_id,
+            error_type="dbqueue.exceptions.EncodeError",
+            error=f"the job's {outcome.kind} outcome could not be stored",
+        )
         try:
             return self._finish([fallback])
         except Exception:

@@ -68,11 +68,15 @@ class Watchdog:
         with self._cond:
             self._armed[thread_id] = token
             if soft:
-                heapq.heappush(self._heap, _Deadline(now + soft, next(self._seq), thread_id,
-                                                     token, SoftTimeLimitExceeded))
+                heapq.heappush(
+                    self._heap,
+                    _Deadline(now + soft, next(self._seq), thread_id, token, SoftTimeLimitExceeded),
+                )
             if hard:
-                heapq.heappush(self._heap, _Deadline(now + hard, next(self._seq), thread_id,
-                                                     token, TimeLimitExceeded))
+                heapq.heappush(
+                    self._heap,
+                    _Deadline(now + hard, next(self._seq), thread_id, token, TimeLimitExceeded),
+                )
             self._cond.notify()
         return token
 

@@ -40,16 +40,21 @@ class Schedule:
 class Maintenance:
     """Runs the periodic tasks until stopped; survives database outages."""
 
-    def __init__(self, storage: Callable[[], Storage], worker_id: str, schedule: Schedule,
-                 register: Callable[[], None], on_reaped: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        storage: Callable[[], Storage],
+        worker_id: str,
+        schedule: Schedule,
+        register: Callable[[], None],
+        on_reaped: Callable[[int], None],
+    ) -> None:
         self._storage = storage
         self.worker_id = worker_id
         self.schedule = schedule
         self.register = register
         self.on_reaped = on_reaped
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dbqueue-maintenance",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="dbqueue-maintenance", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -66,8 +71,11 @@ class Maintenance:
             (s.prune if s.result_expires else 0.0, self.prune),
             (60.0, self.forget_dead_workers),
         ]
-        due = {fn: time.monotonic() + (interval if fn == self.heartbeat else 0.0)
-               for interval, fn in jobs if interval > 0}
+        due = {
+            fn: time.monotonic() + (interval if fn == self.heartbeat else 0.0)
+            for interval, fn in jobs
+            if interval > 0
+        }
         intervals = {fn: interval for interval, fn in jobs if interval > 0}
         while not self._stop.is_set():
             now = time.monotonic()
@@ -89,12 +97,21 @@ class Maintenance:
         reaped = self._storage().reap(self.schedule.stale_age)
         for job in reaped:
             if job.status == "failed":
-                logger.error("Reaper: job %s of %s failed for good: its worker died during "
-                             "attempt %d and its retries are spent", job.id, job.task,
-                             job.attempt)
+                logger.error(
+                    "Reaper: job %s of %s failed for good: its worker died during "
+                    "attempt %d and its retries are spent",
+                    job.id,
+                    job.task,
+                    job.attempt,
+                )
             else:
-                logger.warning("Reaper: job %s of %s returned to the queue: its worker stopped "
-                               "heartbeating during attempt %d", job.id, job.task, job.attempt)
+                logger.warning(
+                    "Reaper: job %s of %s returned to the queue: its worker stopped "
+                    "heartbeating during attempt %d",
+                    job.id,
+                    job.task,
+                    job.attempt,
+                )
         if reaped:
             self.on_reaped(len(reaped))
 

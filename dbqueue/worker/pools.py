@@ -41,7 +41,7 @@ class ThreadPool:
 
     def drain_unstarted(self) -> list[ClaimedJob]:
         """Take back jobs no thread has picked up yet (warm shutdown releases them)."""
-        jobs = []
+        jobs: list[ClaimedJob] = []
         while True:
             try:
                 job = self._queue.get_nowait()

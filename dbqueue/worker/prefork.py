@@ -58,10 +58,18 @@ class PreforkPool:
 
     name = "prefork"
 
-    def __init__(self, size: int, app: Any, app_spec: str | None, hostname: str,
-                 worker_id: str, commit: Callable[[Outcome], Future[bool]],
-                 on_done: Callable[[str], None], max_tasks_per_child: int | None,
-                 loglevel: int) -> None:
+    def __init__(
+        self,
+        size: int,
+        app: Any,
+        app_spec: str | None,
+        hostname: str,
+        worker_id: str,
+        commit: Callable[[Outcome], Future[bool]],
+        on_done: Callable[[str], None],
+        max_tasks_per_child: int | None,
+        loglevel: int,
+    ) -> None:
         self.size = size
         self.app = app
         self.app_spec = app_spec
@@ -72,7 +80,7 @@ class PreforkPool:
         self.max_tasks = max_tasks_per_child
         self.loglevel = loglevel
         method = "forkserver" if app_spec else "fork"
-        self._ctx = multiprocessing.get_context(method)
+        self._ctx: Any = multiprocessing.get_context(method)
         if app_spec:
             self._ctx.set_forkserver_preload([app_spec.partition(":")[0]])
         self._children: list[_Child] = []
@@ -80,8 +88,7 @@ class PreforkPool:
         self._lock = threading.Lock()
         self._stopping = False
         self._wakeup_r, self._wakeup_w = self._ctx.Pipe(duplex=False)
-        self._thread = threading.Thread(target=self._supervise, name="dbqueue-prefork",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._supervise, name="dbqueue-prefork", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -94,9 +101,17 @@ class PreforkPool:
         parent_conn, child_conn = self._ctx.Pipe()
         process = self._ctx.Process(
             target=child_main,
-            args=(self.app_spec, None if self.app_spec else self.app, child_conn,
-                  self.hostname, self.worker_id, self.max_tasks, self.loglevel),
-            name="dbqueue-child", daemon=True,
+            args=(
+                self.app_spec,
+                None if self.app_spec else self.app,
+                child_conn,
+                self.hostname,
+                self.worker_id,
+                self.max_tasks,
+                self.loglevel,
+            ),
+            name="dbqueue-child",
+            daemon=True,
         )
         process.start()
         child_conn.close()
@@ -127,8 +142,14 @@ class PreforkPool:
 
     def submit(self, job: ClaimedJob) -> None:
         with self._lock:
-            child = next((c for c in self._children if c.job is None and not c.killed
-                          and c.process.is_alive()), None)
+            child = next(
+                (
+                    c
+                    for c in self._children
+                    if c.job is None and not c.killed and c.process.is_alive()
+                ),
+                None,
+            )
             if child is None:
                 self._backlog.append(job)
                 return
@@ -168,8 +189,13 @@ class PreforkPool:
             self._enforce_limits()
 
     def _next_timeout(self) -> float:
-        deadlines = [d for c in self._children if c.job is not None and not c.reported
-                     for d in (None if c.soft_sent else c.soft_at, c.hard_at) if d is not None]
+        deadlines = [
+            d
+            for c in self._children
+            if c.job is not None and not c.reported
+            for d in (None if c.soft_sent else c.soft_at, c.hard_at)
+            if d is not None
+        ]
         if not deadlines:
             return 0.5
         return max(0.0, min(min(deadlines) - time.monotonic(), 0.5))
@@ -182,8 +208,7 @@ class PreforkPool:
         kind = message[0]
         if kind == "outcome" and child.job is not None and not child.killed:
             child.reported = True
-            future = self.commit(message[1])
-            future.add_done_callback(lambda f, c=child: c.send(("ack", f.result())))
+            self.commit(message[1]).add_done_callback(_acknowledge(child))
         elif kind == "done":
             self._finished(child)
 
@@ -218,14 +243,24 @@ class PreforkPool:
         code = child.process.exitcode
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         if child.killed:
-            outcome = Outcome("fail", job.id, error_type="dbqueue.exceptions.TimeLimitExceeded",
-                              error=f"hard time limit exceeded: child process killed ({how})")
+            outcome = Outcome(
+                "fail",
+                job.id,
+                error_type="dbqueue.exceptions.TimeLimitExceeded",
+                error=f"hard time limit exceeded: child process killed ({how})",
+            )
         else:
-            message = (f"Worker exited prematurely: child process {child.process.pid} ended "
-                       f"with {how} during attempt {job.attempt}")
+            message = (
+                f"Worker exited prematurely: child process {child.process.pid} ended "
+                f"with {how} during attempt {job.attempt}"
+            )
             budget_left = job.max_retries is None or job.attempt <= job.max_retries
-            outcome = Outcome("retry" if budget_left else "fail", job.id,
-                              error_type="dbqueue.exceptions.WorkerLostError", error=message)
+            outcome = Outcome(
+                "retry" if budget_left else "fail",
+                job.id,
+                error_type="dbqueue.exceptions.WorkerLostError",
+                error=message,
+            )
             logger.error("Job %s of %s: %s", job.id, job.task, message)
         self.commit(outcome).result()
         child.job = None
@@ -237,14 +272,27 @@ class PreforkPool:
             if child.job is None or child.reported or child.killed:
                 continue
             if child.hard_at is not None and now >= child.hard_at:
-                logger.error("Job %s of %s exceeded its hard time limit: killing child %s",
-                             child.job.id, child.job.task, child.process.pid)
+                logger.error(
+                    "Job %s of %s exceeded its hard time limit: killing child %s",
+                    child.job.id,
+                    child.job.task,
+                    child.process.pid,
+                )
                 child.killed = True
                 child.process.kill()
             elif child.soft_at is not None and now >= child.soft_at and not child.soft_sent:
                 child.soft_sent = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.process.pid, signal.SIGUSR1)
+
+
+def _acknowledge(child: _Child) -> Callable[[Future[bool]], None]:
+    """Tell a child whether its outcome was committed while the job was still ours."""
+
+    def send(future: Future[bool]) -> None:
+        child.send(("ack", future.result()))
+
+    return send
 
 
 # -- the child process ---------------------------------------------------------------------------
@@ -264,8 +312,15 @@ class _BodyFlag:
         self.in_body = False
 
 
-def child_main(app_spec: str | None, app: Any, conn: Connection, hostname: str,
-               worker_id: str, max_tasks: int | None, loglevel: int) -> None:
+def child_main(
+    app_spec: str | None,
+    app: Any,
+    conn: Connection,
+    hostname: str,
+    worker_id: str,
+    max_tasks: int | None,
+    loglevel: int,
+) -> None:
     """The loop of one prefork child: receive a job, run it, report, repeat."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -41,8 +41,14 @@ def time_limits(app: DBQueue, task: Task, job: ClaimedJob) -> tuple[float | None
 class JobRunner:
     """Executes claimed jobs of one app on behalf of one worker."""
 
-    def __init__(self, app: DBQueue, hostname: str, worker_id: str, commit: Commit,
-                 watchdog: Limiter | None = None) -> None:
+    def __init__(
+        self,
+        app: DBQueue,
+        hostname: str,
+        worker_id: str,
+        commit: Commit,
+        watchdog: Limiter | None = None,
+    ) -> None:
         self.app = app
         self.hostname = hostname
         self.worker_id = worker_id
@@ -54,11 +60,15 @@ class JobRunner:
         try:
             args, kwargs = decode_call(job.payload, job.content_type, self.app.accept)
         except DecodeError as error:
-            logger.error("Job %s of %s has a payload that cannot be decoded: %s",
-                         job.id, job.task, error)
+            logger.error(
+                "Job %s of %s has a payload that cannot be decoded: %s", job.id, job.task, error
+            )
             signals.task_rejected.send(self, message=job, exc=error)
-            self.commit(Outcome("fail", job.id, error_type="dbqueue.exceptions.DecodeError",
-                                error=str(error))).result()
+            self.commit(
+                Outcome(
+                    "fail", job.id, error_type="dbqueue.exceptions.DecodeError", error=str(error)
+                )
+            ).result()
             return None
         return build_request(task, job, args, kwargs, self.hostname, self.worker_id)
 
@@ -72,8 +82,14 @@ class JobRunner:
             self._run(job)
         except BaseException as error:
             logger.exception("Internal error while running job %s of %s", job.id, job.task)
-            self.commit(Outcome("fail", job.id, error_type="dbqueue.exceptions.DBQueueError",
-                                error=f"internal error in the worker: {error!r}")).result()
+            self.commit(
+                Outcome(
+                    "fail",
+                    job.id,
+                    error_type="dbqueue.exceptions.DBQueueError",
+                    error=f"internal error in the worker: {error!r}",
+                )
+            ).result()
             if not isinstance(error, Exception):
                 raise
 

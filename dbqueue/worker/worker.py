@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +70,13 @@ def expand_hostname(template: str) -> str:
     """Celery's node name templates: %h (host), %n (short name), %d (domain), %% (%)."""
     host = socket.gethostname()
     short, _, domain = host.partition(".")
-    return (template.replace("%%", "\0").replace("%h", host).replace("%n", short)
-            .replace("%d", domain).replace("\0", "%"))
+    return (
+        template.replace("%%", "\0")
+        .replace("%h", host)
+        .replace("%n", short)
+        .replace("%d", domain)
+        .replace("\0", "%")
+    )
 
 
 class Worker:
@@ -109,8 +114,9 @@ class Worker:
             self.groups.append(QueueGroup(shared_queues, shared, True))
         for name, limit in parsed:
             if limit is not None:
-                self.groups.append(QueueGroup([name], 1 if self.pool_name == "solo" else limit,
-                                              False))
+                self.groups.append(
+                    QueueGroup([name], 1 if self.pool_name == "solo" else limit, False)
+                )
         self.queue_names = [name for name, _ in parsed]
         self.name = expand_hostname(hostname or "dbqueue@%h")
         self.id = str(uuid.uuid4())
@@ -141,13 +147,16 @@ class Worker:
 
     @property
     def storage(self) -> Storage:
-        return self.app.storage  # type: ignore[no-any-return]
+        return self.app.storage
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Run until stopped (SIGTERM/SIGINT, or :meth:`stop` from another thread)."""
-        if self.install_signals is not False and threading.current_thread() is threading.main_thread():
+        if (
+            self.install_signals is not False
+            and threading.current_thread() is threading.main_thread()
+        ):
             self._install_signal_handlers()
         if self.app.conf.worker_hijack_root_logger:
             setup_logging(self.loglevel, self.logfile, self.app.conf.worker_log_format)
@@ -158,13 +167,17 @@ class Worker:
         self.completer = Completer(lambda: self.app.storage, self.id)
         self.completer.start()
         self.watchdog = Watchdog()
-        self.runner = JobRunner(self.app, self.name, self.id, self.completer.submit,
-                                self.watchdog)
+        self.runner = JobRunner(self.app, self.name, self.id, self.completer.submit, self.watchdog)
         self.pool = self._make_pool()
         self.pool.start()
         self.loop_thread = EventLoopThread()
-        self.maintenance = Maintenance(lambda: self.app.storage, self.id, self._schedule(),
-                                       self._register, lambda n: self._poke_all())
+        self.maintenance = Maintenance(
+            lambda: self.app.storage,
+            self.id,
+            self._schedule(),
+            self._register,
+            lambda n: self._poke_all(),
+        )
         self.maintenance.start()
         self.listener = storage.listener(["dbqueue_jobs"], self._notified, self._poke_all)
         self.app.add_local_waker(self._poke)
@@ -189,9 +202,17 @@ class Worker:
         if self.pool_name == "prefork":
             from dbqueue.worker.prefork import PreforkPool
 
-            return PreforkPool(size, self.app, self.app_spec, self.name, self.id,
-                               self.completer.submit, self._done, self.max_tasks_per_child,
-                               self.loglevel)
+            return PreforkPool(
+                size,
+                self.app,
+                self.app_spec,
+                self.name,
+                self.id,
+                self.completer.submit,
+                self._done,
+                self.max_tasks_per_child,
+                self.loglevel,
+            )
         cls = SoloPool if self.pool_name == "solo" else ThreadPool
         return cls(size, self.runner, self._done)
 
@@ -206,13 +227,22 @@ class Worker:
         )
 
     def _register(self) -> None:
-        queues = {name: (None if group.shared else group.concurrency)
-                  for group in self.groups for name in group.queues}
+        queues = {
+            name: (None if group.shared else group.concurrency)
+            for group in self.groups
+            for name in group.queues
+        }
         from dbqueue import __version__
 
         self.storage.register_worker(
-            self.id, self.name, socket.gethostname(), os.getpid(), queues, self.total_slots,
-            self.pool_name, {"version": __version__, "tasks": sorted(self.app.tasks)},
+            self.id,
+            self.name,
+            socket.gethostname(),
+            os.getpid(),
+            queues,
+            self.total_slots,
+            self.pool_name,
+            {"version": __version__, "tasks": sorted(self.app.tasks)},
         )
 
     def _announce_ready(self) -> None:
@@ -267,8 +297,12 @@ class Worker:
         except StorageUnavailable as error:
             group.outage = min(max(group.outage * 2, 1.0), 30.0)
             group.next_poll = now + group.outage
-            logger.error("Cannot claim jobs from %s, retrying in %.0fs: %s",
-                         ",".join(group.queues), group.outage, error)
+            logger.error(
+                "Cannot claim jobs from %s, retrying in %.0fs: %s",
+                ",".join(group.queues),
+                group.outage,
+                error,
+            )
             return
         group.outage = 0.0
         if jobs:
@@ -309,8 +343,7 @@ class Worker:
                 if signals.task_received.receivers:
                     signals.task_received.send(self, request=job)
                 if task.is_async:
-                    self.loop_thread.submit(self.runner.run_async(job),
-                                            lambda _f, i=job.id: self._done(i))
+                    self.loop_thread.submit(self.runner.run_async(job), self._done_callback(job.id))
                 else:
                     self.pool.submit(job)
 
@@ -321,18 +354,26 @@ class Worker:
         )
         logger.error("%s. Job %s failed.", error, job.id)
         signals.task_unknown.send(self, message=job, exc=error, name=job.task, id=job.id)
-        outcome = Outcome("fail", job.id, error_type="dbqueue.exceptions.NotRegistered",
-                          error=str(error))
-        self.completer.submit(outcome).add_done_callback(lambda _f: self._done(job.id))
+        outcome = Outcome(
+            "fail", job.id, error_type="dbqueue.exceptions.NotRegistered", error=str(error)
+        )
+        self.completer.submit(outcome).add_done_callback(self._done_callback(job.id))
 
     def _expire(self, job: ClaimedJob, task: Any) -> None:
         logger.info("Task %s[%s] expired before it started: revoked", job.task, job.id)
         request = Context(id=job.id, task=job.task, queue=job.queue)
-        signals.task_revoked.send(task, request=request, terminated=False, signum=None,
-                                  expired=True)
-        self.completer.submit(Outcome("expire", job.id)).add_done_callback(
-            lambda _f: self._done(job.id)
+        signals.task_revoked.send(
+            task, request=request, terminated=False, signum=None, expired=True
         )
+        self.completer.submit(Outcome("expire", job.id)).add_done_callback(
+            self._done_callback(job.id)
+        )
+
+    def _done_callback(self, job_id: str) -> Callable[[Any], None]:
+        def done(_: Any) -> None:
+            self._done(job_id)
+
+        return done
 
     def _done(self, job_id: str) -> None:
         """A job's outcome is committed: free its slot, and claim again if worth it."""
@@ -356,10 +397,14 @@ class Worker:
             self._signals_seen += 1
             if self._signals_seen > 1 or signum == signal.SIGQUIT:
                 self._cold_shutdown(signum)
-            logger.warning("Warm shutdown (%s): finishing running jobs, press Ctrl-C again "
-                           "for a cold shutdown", signal.Signals(signum).name)
-            signals.worker_shutting_down.send(self.name, sig=signal.Signals(signum).name,
-                                              how="Warm", exitcode=0)
+            logger.warning(
+                "Warm shutdown (%s): finishing running jobs, press Ctrl-C again "
+                "for a cold shutdown",
+                signal.Signals(signum).name,
+            )
+            signals.worker_shutting_down.send(
+                self.name, sig=signal.Signals(signum).name, how="Warm", exitcode=0
+            )
             self.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -367,8 +412,10 @@ class Worker:
         signal.signal(signal.SIGQUIT, handle)
 
     def _cold_shutdown(self, signum: int) -> None:
-        logger.warning("Cold shutdown (%s): running jobs will be recovered by the reaper",
-                       signal.Signals(signum).name)
+        logger.warning(
+            "Cold shutdown (%s): running jobs will be recovered by the reaper",
+            signal.Signals(signum).name,
+        )
         pool = getattr(self, "pool", None)
         if pool is not None and hasattr(pool, "kill"):
             pool.kill()
@@ -388,8 +435,11 @@ class Worker:
             self._idle.wait_for(lambda: not self._jobs, timeout)
             leftover = list(self._jobs)
         if leftover:
-            logger.warning("%d job(s) still running after %.0fs: releasing them to the queue",
-                           len(leftover), timeout)
+            logger.warning(
+                "%d job(s) still running after %.0fs: releasing them to the queue",
+                len(leftover),
+                timeout,
+            )
             if hasattr(self.pool, "kill"):
                 self.pool.kill()
             self._release(leftover)
