@@ -211,14 +211,19 @@ class EagerResult(AsyncResult):
         self._result = ret_value
         self._state = state
         self._traceback = traceback
-        self.name = name
+        self._name = name
+        self._cache = None
 
     task_id = property(lambda self: self.id)
+    name = property(lambda self: self._name)
     state = property(lambda self: self._state)
     status = state
     result = property(lambda self: self._result)
     info = result
     traceback = property(lambda self: self._traceback)
+
+    def _meta(self) -> dict[str, Any] | None:
+        return None
 
     def exists(self) -> bool:
         return True
