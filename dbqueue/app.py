@@ -88,6 +88,8 @@ class DBQueue:
         self.conf = Settings()
         self._broker_arg = broker
         self.namespace = namespace
+        if broker:
+            self.conf.broker_url = broker
         if backend:
             self.conf.result_backend = backend
         if config_source is not None:
@@ -299,6 +301,12 @@ class DBQueue:
     ) -> AsyncResult:
         """Enqueue one call of ``task`` (``Task.apply_async`` ends here)."""
         return self._producer.publish(task, task.name, args, kwargs, options)
+
+    def build_job(
+        self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> Any:
+        """Check a call's options and build its row without enqueuing it (eager mode)."""
+        return self._producer.build(task, task.name, args, kwargs, options)
 
     def publish_many(
         self, task: Task, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], **options: Any

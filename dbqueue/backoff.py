@@ -24,6 +24,8 @@ class RetryConfig:
             raise ValueError(f"RetryConfig.max_attempts must be >= 1, got {self.max_attempts}")
         if self.initial_backoff < 0 or self.max_backoff < 0:
             raise ValueError("RetryConfig backoffs must be >= 0")
+        if self.multiplier <= 0:
+            raise ValueError(f"RetryConfig.multiplier must be > 0, got {self.multiplier}")
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"RetryConfig.jitter must be within 0..1, got {self.jitter}")
 

@@ -60,7 +60,11 @@ def _app_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load_app(
-    ctx: click.Context, app_spec: str | None, broker: str | None, required: bool = False
+    ctx: click.Context,
+    app_spec: str | None,
+    broker: str | None,
+    required: bool = False,
+    existing: bool = False,
 ) -> Any:
     """The app named by -A here or before the command; a bare app on the default broker."""
     from dbqueue.app import DBQueue
@@ -78,7 +82,18 @@ def _load_app(
     if broker:
         app._broker_arg = broker
     ctx.meta["app_spec"] = spec
+    if existing:
+        _refuse_missing_sqlite(app.broker_url())
     return app
+
+
+def _refuse_missing_sqlite(url_text: str) -> None:
+    """Reading commands must not create an empty SQLite file for a mistyped path."""
+    from dbqueue.storage.engine import normalize_url
+
+    url = normalize_url(url_text)
+    if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
+        raise click.ClickException(f"no SQLite database at {url.database}")
 
 
 @click.group(cls=_Group)
@@ -240,7 +255,7 @@ def result(
     """Print the state and result of job TASK_ID."""
     from dbqueue.exceptions import TaskNotFound
 
-    app = _load_app(ctx, app_spec, broker)
+    app = _load_app(ctx, app_spec, broker, existing=True)
     handle = app.AsyncResult(task_id)
     if timeout is not None:
         handle.get(timeout=timeout, propagate=False)
@@ -274,7 +289,7 @@ def purge(
     ctx: click.Context, app_spec: str | None, broker: str | None, queues: str | None, force: bool
 ) -> None:
     """Delete every job waiting to run (not running or finished ones)."""
-    app = _load_app(ctx, app_spec, broker)
+    app = _load_app(ctx, app_spec, broker, existing=True)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     where = f"queue(s) {', '.join(names)}" if names else "all queues"
     if not force:
@@ -291,7 +306,7 @@ def purge(
 @click.pass_context
 def status(ctx: click.Context, app_spec: str | None, broker: str | None, as_json: bool) -> None:
     """Queues with their jobs counted by status, and the workers online."""
-    app = _load_app(ctx, app_spec, broker)
+    app = _load_app(ctx, app_spec, broker, existing=True)
     storage = app.storage
     counts = storage.queue_counts()
     age = max(float(app.conf.stale_lock_age), 3 * float(app.conf.worker_heartbeat_interval))

@@ -10,6 +10,7 @@ import datetime as dt
 import importlib
 import os
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import Any
 
 from dbqueue.backoff import RetryConfig
@@ -22,7 +23,9 @@ BROKER_URL_ENV = "DBQUEUE_BROKER_URL"
 DEFAULT_BROKER_URL = "sqlite:///dbqueue.db"
 
 DEFAULTS: dict[str, Any] = {
-    # Celery's settings (same names, same defaults).
+    # Celery's settings, by Celery's names. Defaults are Celery's except where dbqueue works
+    # differently: jobs are always acknowledged late (the row stays until the job finishes),
+    # always tracked as started, and never prefetched beyond the free slots.
     "broker_url": None,
     "result_backend": None,
     "broker_transport_options": {},
@@ -207,7 +210,11 @@ def settings_from_object(obj: Any, namespace: str | None = None) -> dict[str, An
     if isinstance(source, Mapping):
         items: Iterable[tuple[str, Any]] = source.items()
     else:
-        items = ((name, getattr(source, name)) for name in dir(source) if not name.startswith("_"))
+        items = (
+            (name, getattr(source, name))
+            for name in dir(source)
+            if not name.startswith("_") and not isinstance(getattr(source, name), ModuleType)
+        )
     prefix = f"{namespace.upper()}_" if namespace else None
     found: dict[str, Any] = {}
     for name, value in items:

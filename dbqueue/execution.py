@@ -9,7 +9,6 @@ handlers and Celery's signals, so a ``task_success`` handler always sees a commi
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 import traceback as tb
@@ -30,9 +29,10 @@ from dbqueue.exceptions import (
     SoftTimeLimitExceeded,
 )
 from dbqueue.result import EagerResult
-from dbqueue.serialization import decode_call, encode, encode_call
+from dbqueue.serialization import check_allowed, decode_call, encode, encode_call
 from dbqueue.storage import Outcome
 from dbqueue.task import Task
+from dbqueue.utils.timeutils import to_epoch
 
 logger = logging.getLogger("dbqueue.app.trace")
 
@@ -46,6 +46,7 @@ class ExceptionInfo:
     def __init__(self, exc: BaseException) -> None:
         self.exception = exc
         self.type = type(exc)
+        self.tb = exc.__traceback__
         self.traceback = "".join(tb.format_exception(exc))[-MAX_TRACEBACK:]
 
     def __str__(self) -> str:
@@ -64,6 +65,8 @@ class Decision:
     new_args: tuple[Any, ...] | None = None
     new_kwargs: dict[str, Any] | None = None
     runtime: float = 0.0
+    #: The Retry behind a retry decision (Celery's ``reason`` for the task_retry signal).
+    retry: Retry | None = None
 
     @property
     def state(self) -> str:
@@ -112,7 +115,7 @@ def build_request(
         called_directly=False,
         origin=options.get("origin"),
         timelimit=(options.get("time_limit"), options.get("soft_time_limit")),
-        ignore_result=bool(options.get("ignore_result", task.ignore_result)),
+        ignore_result=task.ignores_result(options.get("ignore_result")),
         root_id=job.root_id or job.id,
         parent_id=job.parent_id,
         headers=options.get("headers"),
@@ -152,7 +155,7 @@ def run_sync(
     except Exception as exc:
         decision = classify(task, request, exc)
     else:
-        decision = Decision("success", retval=retval)
+        decision = _succeeded(task, request, retval)
     finally:
         _request.pop(token)
     decision.runtime = time.perf_counter() - started
@@ -188,17 +191,24 @@ async def run_async(
     except Exception as exc:
         decision = classify(task, request, exc)
     else:
-        decision = Decision("success", retval=retval)
+        decision = _succeeded(task, request, retval)
     finally:
         _request.pop(token)
     decision.runtime = time.perf_counter() - started
     return decision
 
 
+def _succeeded(task: Task, request: _request.Context, retval: Any) -> Decision:
+    """The body returned; a ``retry(throw=False)`` it made still turns the run into a retry."""
+    if request.pending_retry is not None:
+        return _retry_decision(task, request.pending_retry)
+    return Decision("success", retval=retval)
+
+
 def classify(task: Task, request: _request.Context, exc: Exception) -> Decision:
     """Turn an exception from the body into a Decision (Celery's rules, plus the seed's)."""
     if isinstance(exc, Retry):
-        return _retry_decision(exc)
+        return _retry_decision(task, exc)
     if isinstance(exc, Ignore):
         return Decision("ignored", exc=exc)
     if isinstance(exc, Reject):
@@ -207,9 +217,9 @@ def classify(task: Task, request: _request.Context, exc: Exception) -> Decision:
         return Decision("fail", exc=exc.exc, einfo=ExceptionInfo(exc.exc))
     if isinstance(exc, RetryAfter):
         reason = exc.exc or exc
-        limit = task.max_retries if request.max_retries is None else request.max_retries
+        limit = request.__dict__.get("max_retries", task.max_retries)
         if limit is None or request.retries < limit:
-            return Decision("retry", exc=reason, einfo=ExceptionInfo(reason), delay=exc.seconds)
+            return _retry_decision(task, Retry(exc=reason, when=exc.seconds))
         return Decision("fail", exc=reason, einfo=ExceptionInfo(reason))
     if (
         task.autoretry_for
@@ -220,13 +230,12 @@ def classify(task: Task, request: _request.Context, exc: Exception) -> Decision:
     return Decision("fail", exc=exc, einfo=ExceptionInfo(exc))
 
 
-def _retry_decision(exc: Retry) -> Decision:
+def _retry_decision(task: Task, exc: Retry) -> Decision:
     when = exc.when
-    if isinstance(when, dt.datetime):
-        aware = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-        delay = aware.timestamp() - time.time()
-    else:
+    if isinstance(when, int | float) or when is None:
         delay = float(when or 0)
+    else:
+        delay = to_epoch(when, task.app.conf.timezone) - time.time()
     reason = exc.exc or exc
     return Decision(
         "retry",
@@ -235,6 +244,7 @@ def _retry_decision(exc: Retry) -> Decision:
         delay=max(delay, 0.0),
         new_args=getattr(exc, "new_args", None),
         new_kwargs=getattr(exc, "new_kwargs", None),
+        retry=exc,
     )
 
 
@@ -251,7 +261,7 @@ def _autoretry(task: Task, request: _request.Context, exc: Exception) -> Decisio
     try:
         task.retry(exc=exc, **options)
     except Retry as retry:
-        return _retry_decision(retry)
+        return _retry_decision(task, retry)
     except Exception as final:
         return Decision("fail", exc=final, einfo=ExceptionInfo(final))
     finally:
@@ -355,8 +365,10 @@ def after_commit(
             reason,
         )
         task.on_retry(decision.exc, task_id, args, kwargs, einfo)
-        signals.task_retry.send(task, request=request, reason=decision.exc, einfo=einfo)
-    elif decision.kind in ("fail", "rejected"):
+        signals.task_retry.send(task, request=request, reason=decision.retry, einfo=einfo)
+    elif decision.kind == "rejected":
+        logger.warning("Task %s[%s] rejected: %r", task.name, task_id, decision.exc)
+    elif decision.kind == "fail":
         assert decision.exc is not None
         _log_failure(task, task_id, decision)
         task.on_failure(decision.exc, task_id, args, kwargs, einfo)
@@ -366,7 +378,7 @@ def after_commit(
             exception=decision.exc,
             args=args,
             kwargs=kwargs,
-            traceback=einfo.traceback if einfo else None,
+            traceback=einfo.tb if einfo else None,
             einfo=einfo,
         )
     task.after_return(
@@ -390,9 +402,7 @@ def after_commit(
 
 def _log_failure(task: Task, task_id: Any, decision: Decision) -> None:
     exc = decision.exc
-    if decision.kind == "rejected":
-        logger.warning("Task %s[%s] rejected: %r", task.name, task_id, exc)
-    elif task.throws and isinstance(exc, task.throws):
+    if task.throws and isinstance(exc, task.throws):
         logger.info("Task %s[%s] raised expected: %r", task.name, task_id, exc)
     else:
         logger.error(
@@ -420,6 +430,7 @@ def apply_eagerly(
     """``Task.apply()``: run in-process through the same tracer; retries re-run inline."""
     app = task.app
     serializer = task.serializer or app.conf.task_serializer
+    check_allowed(serializer, app.accept)
     content_type, payload = encode_call(task.name, args, kwargs, serializer, task.param_names())
     call_args, call_kwargs = decode_call(payload, content_type, app.accept)
     job_id = task_id or str(uuid.uuid4())
@@ -446,7 +457,7 @@ def apply_eagerly(
             root_id=parent.root_id if parent else job_id,
             parent_id=parent.id if parent else None,
             headers=options.get("headers"),
-            ignore_result=bool(options.get("ignore_result", task.ignore_result)),
+            ignore_result=task.ignores_result(options.get("ignore_result")),
         )
         if task.is_async:
             from dbqueue.worker.aio import run_coroutine

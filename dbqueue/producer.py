@@ -7,14 +7,12 @@ nobody knows is a TypeError naming it, so a typo never silently changes behaviou
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import socket
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from dbqueue import signals
 from dbqueue.request import current_request
@@ -22,6 +20,7 @@ from dbqueue.result import AsyncResult
 from dbqueue.routing import compile_routes, lookup
 from dbqueue.serialization import check_allowed, encode_call
 from dbqueue.storage import NewJob
+from dbqueue.utils.timeutils import iso, to_epoch
 
 if TYPE_CHECKING:
     from dbqueue.app import DBQueue
@@ -129,10 +128,10 @@ class Producer:
         stored = {k: options[k] for k in STORED_OPTIONS if k in options}
         if options.get("headers"):
             stored["headers"] = options["headers"]
-        if run_at is not None:
-            stored["eta"] = dt.datetime.fromtimestamp(run_at, dt.UTC).isoformat()
+        if run_at is not None or delay:
+            stored["eta"] = iso(run_at if run_at is not None else time.time() + delay)
         if expires_at is not None:
-            stored["expires"] = dt.datetime.fromtimestamp(expires_at, dt.UTC).isoformat()
+            stored["expires"] = iso(expires_at)
         max_retries = options.get("max_retries", task.max_retries if task else DEFAULT_MAX_RETRIES)
         return NewJob(
             id=str(options.get("task_id") or uuid.uuid4()),
@@ -195,19 +194,8 @@ class Producer:
         return None, float(countdown)
 
     def _absolute(self, value: Any) -> float:
-        """Epoch seconds for a datetime (naive means ``timezone``), ISO string or seconds."""
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return time.time() + float(value)
-        if isinstance(value, str):
-            value = dt.datetime.fromisoformat(value)
-        if isinstance(value, dt.timedelta):
-            return time.time() + value.total_seconds()
-        if not isinstance(value, dt.datetime):
-            raise TypeError(f"expected a datetime, ISO 8601 string or seconds, got {value!r}")
-        if value.tzinfo is None:
-            zone = self.app.conf.timezone
-            value = value.replace(tzinfo=ZoneInfo(zone) if zone else dt.UTC)
-        return value.timestamp()
+        """Epoch seconds for an eta or expires value (naive datetimes use ``timezone``)."""
+        return to_epoch(value, self.app.conf.timezone)
 
     def _before(
         self, job: NewJob, args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
@@ -247,25 +235,24 @@ class Producer:
 
     def _headers(self, job: NewJob, args: Any, kwargs: Any) -> dict[str, Any]:
         """Celery's protocol v2 headers for this job, for publish signal handlers."""
+        stored = json.loads(job.options) if job.options else {}
         return {
             "lang": "py",
             "task": job.task,
             "id": job.id,
-            "shadow": None,
-            "eta": None
-            if job.run_at is None
-            else dt.datetime.fromtimestamp(job.run_at, dt.UTC).isoformat(),
-            "expires": None,
+            "shadow": stored.get("shadow"),
+            "eta": stored.get("eta"),
+            "expires": stored.get("expires"),
             "group": None,
             "group_index": None,
             "retries": 0,
-            "timelimit": [None, None],
+            "timelimit": [stored.get("time_limit"), stored.get("soft_time_limit")],
             "root_id": job.root_id or job.id,
             "parent_id": job.parent_id,
             "argsrepr": repr(tuple(args))[:1024],
             "kwargsrepr": repr(kwargs)[:1024],
             "origin": self._origin,
-            "ignore_result": False,
+            "ignore_result": bool(stored.get("ignore_result", False)),
         }
 
 

@@ -50,16 +50,13 @@ class Context:
     utc: bool = True
     queue: str | None = None
     priority: int = 0
+    #: A ``retry(throw=False)`` the run still owes: the job is retried once the body returns.
+    pending_retry: Any = None
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
         if "correlation_id" not in fields and "id" in fields:
             self.correlation_id = fields["id"]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return None
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key, default)

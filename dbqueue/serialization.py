@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kombu.exceptions import ContentDisallowed
+from kombu.exceptions import ContentDisallowed, SerializerNotInstalled
 from kombu.serialization import dumps, loads, prepare_accept_content, registry
 
 from dbqueue.exceptions import DecodeError, EncodeError, ImproperlyConfigured
@@ -21,7 +21,7 @@ def accepted_types(accept: Iterable[str]) -> set[str]:
     """Content types allowed by an ``accept_content`` list of names or content types."""
     try:
         return set(prepare_accept_content(list(accept)))
-    except KeyError as exc:
+    except (KeyError, SerializerNotInstalled) as exc:
         raise ImproperlyConfigured(f"accept_content names an unknown serializer: {exc}") from None
 
 

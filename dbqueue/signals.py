@@ -23,7 +23,7 @@ class Signal(blinker.NamedSignal):
 
     def __init__(self, name: str, doc: str | None = None) -> None:
         super().__init__(name, doc)
-        self._uids: dict[Any, Callable[..., Any]] = {}
+        self._uids: dict[tuple[Any, Any], Callable[..., Any]] = {}
 
     def connect(
         self,
@@ -41,10 +41,10 @@ class Signal(blinker.NamedSignal):
 
             return decorator
         if dispatch_uid is not None:
-            previous = self._uids.get(dispatch_uid)
-            if previous is not None:
-                super().disconnect(previous)
-            self._uids[dispatch_uid] = receiver
+            key = (dispatch_uid, _sender_key(sender))
+            if key in self._uids:
+                return self._uids[key]
+            self._uids[key] = receiver
         super().connect(receiver, sender=sender, weak=weak)
         return receiver
 
@@ -56,7 +56,7 @@ class Signal(blinker.NamedSignal):
     ) -> None:
         """Disconnect by receiver or by the ``dispatch_uid`` it was connected with."""
         if dispatch_uid is not None:
-            receiver = self._uids.pop(dispatch_uid, receiver)
+            receiver = self._uids.pop((dispatch_uid, _sender_key(sender)), receiver)
         if receiver is not None:
             super().disconnect(receiver, sender)
 
@@ -74,6 +74,11 @@ class Signal(blinker.NamedSignal):
 
     def __repr__(self) -> str:
         return f"<Signal: {self.name}>"
+
+
+def _sender_key(sender: Any) -> Any:
+    """Celery keys dispatch_uid by (uid, sender); strings and ints compare by value."""
+    return sender if isinstance(sender, str | int) else id(sender)
 
 
 def _signal(name: str, doc: str) -> Signal:

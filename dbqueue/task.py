@@ -115,7 +115,23 @@ class Task:
         if self.typing:
             self.check_arguments(args, kwargs)
         if self.app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id, **options)
+            job = self.app.build_job(
+                self,
+                args,
+                kwargs,
+                dict(
+                    options,
+                    task_id=task_id,
+                    countdown=countdown,
+                    eta=eta,
+                    expires=expires,
+                    priority=priority,
+                    queue=queue,
+                    unique_key=unique_key,
+                ),
+            )
+            options.update(queue=job.queue, priority=job.priority)
+            return self.apply(args, kwargs, task_id=job.id, **options)
         return self.app.publish(
             self,
             args,
@@ -199,7 +215,16 @@ class Task:
         error.new_kwargs = dict(kwargs) if kwargs is not None else None  # type: ignore[attr-defined]
         if throw:
             raise error
+        request.pending_retry = error
         return error
+
+    def ignores_result(self, override: bool | None = None) -> bool:
+        """Whether a run stores no value: the call's option, the task's, then the setting."""
+        if override is not None:
+            return bool(override)
+        if self.ignore_result is not None:
+            return bool(self.ignore_result)
+        return bool(self.app.conf.task_ignore_result)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self.app, task_name=self.name)
@@ -293,7 +318,11 @@ def make_task(
         "_signature": None,
     }
     for key, value in options.items():
-        attrs[key] = tuple(value) if key in _TUPLE_OPTIONS and value is not None else value
+        if key in _TUPLE_OPTIONS and value is not None:
+            value = tuple(value)
+        elif key == "unique_key" and inspect.isfunction(value):
+            value = staticmethod(value)
+        attrs[key] = value
     task_cls = type(fun.__name__, (base,), attrs)
     return task_cls()
 

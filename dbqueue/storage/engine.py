@@ -17,7 +17,6 @@ _NON_SQL_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "sqs", "memory
 _WRAPPER_PREFIXES = ("dbqueue+", "sqla+", "sqlalchemy+", "db+")
 _DEFAULT_DRIVERS = {
     "postgresql": "postgresql+psycopg",
-    "postgres": "postgresql+psycopg",
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
@@ -80,6 +79,8 @@ def normalize_url(raw: str) -> URL:
         url = make_url(text)
     except exc.ArgumentError:
         raise BrokerURLError(f"cannot parse broker URL {mask_password(raw)!r}") from None
+    if url.drivername.split("+")[0] == "postgres":
+        url = url.set(drivername=url.drivername.replace("postgres", "postgresql", 1))
     backend = url.get_backend_name()
     if backend not in _SUPPORTED:
         raise BrokerURLError(
@@ -88,7 +89,8 @@ def normalize_url(raw: str) -> URL:
         )
     if url.drivername in _DEFAULT_DRIVERS:
         url = url.set(drivername=_DEFAULT_DRIVERS[url.drivername])
-    if backend == "sqlite" and url.database in (None, "", ":memory:"):
+    in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    if backend == "sqlite" and in_memory:
         raise BrokerURLError(
             "an in-memory SQLite database cannot be shared by workers and producers: "
             "use a file, e.g. sqlite:///dbqueue.db"

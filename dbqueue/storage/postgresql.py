@@ -96,6 +96,20 @@ class PostgresStorage(Storage):
         finally:
             cursor.close()
 
+    def _finish_kind(self, conn: Connection, kind: str, params: list[dict[str, Any]]) -> set[str]:
+        """Completions of a batch go in one UPDATE ... FROM unnest(...) statement."""
+        if kind != "complete" or len(params) == 1:
+            return super()._finish_kind(conn, kind, params)
+        arrays = {
+            "ids": [p["id"] for p in params],
+            "results": [p["result"] for p in params],
+            "result_types": [p["result_type"] for p in params],
+            "error_types": [p["error_type"] for p in params],
+            "worker": params[0]["worker"],
+        }
+        owned = {row[0] for row in self.run(conn, "complete_many", arrays)}
+        return set(arrays["ids"]) - owned
+
     def _after_finish(self, conn: Connection, ids: list[str]) -> None:
         payload = ",".join(ids)
         if len(payload) > _MAX_PAYLOAD:

@@ -10,11 +10,21 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 
 from dbqueue.storage import ClaimedJob
 from dbqueue.worker.runner import JobRunner
 
 logger = logging.getLogger("dbqueue.worker")
+
+
+def _finisher(on_done: Callable[[str], None], job_id: str) -> Callable[[Future[bool]], None]:
+    """Free the job's slot once its outcome is committed."""
+
+    def finished(_: Future[bool]) -> None:
+        on_done(job_id)
+
+    return finished
 
 
 class ThreadPool:
@@ -56,11 +66,12 @@ class ThreadPool:
             if job is None:
                 return
             try:
-                self.runner.run(job)
+                future = self.runner.run(job)
             except BaseException:
                 logger.exception("Worker thread stopped by job %s", job.id)
-            finally:
                 self.on_done(job.id)
+                continue
+            future.add_done_callback(_finisher(self.on_done, job.id))
 
     def stop(self, timeout: float) -> None:
         for _ in self._threads:
@@ -84,9 +95,11 @@ class SoloPool:
 
     def submit(self, job: ClaimedJob) -> None:
         try:
-            self.runner.run(job)
-        finally:
+            future = self.runner.run(job)
+        except BaseException:
             self.on_done(job.id)
+            raise
+        future.add_done_callback(_finisher(self.on_done, job.id))
 
     def drain_unstarted(self) -> list[ClaimedJob]:
         return []

@@ -11,11 +11,12 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dbqueue import signals
 from dbqueue.exceptions import DecodeError, SoftTimeLimitExceeded, TimeLimitExceeded
 from dbqueue.execution import after_commit, build_request, run_async, run_sync, to_outcome
+from dbqueue.execution import logger as trace_logger
 from dbqueue.request import Context
 from dbqueue.serialization import decode_call
 from dbqueue.storage import ClaimedJob, Outcome
@@ -56,7 +57,8 @@ class JobRunner:
         self.watchdog = watchdog
         self._serializers = (app.conf.result_serializer, app.conf.task_serializer)
 
-    def _prepare(self, task: Task, job: ClaimedJob) -> Context | None:
+    def _prepare(self, task: Task, job: ClaimedJob) -> Context | Future[bool]:
+        """The job's request, or (payload undecodable) the committed failure of the job."""
         try:
             args, kwargs = decode_call(job.payload, job.content_type, self.app.accept)
         except DecodeError as error:
@@ -64,44 +66,57 @@ class JobRunner:
                 "Job %s of %s has a payload that cannot be decoded: %s", job.id, job.task, error
             )
             signals.task_rejected.send(self, message=job, exc=error)
-            self.commit(
+            future = self.commit(
                 Outcome(
                     "fail", job.id, error_type="dbqueue.exceptions.DecodeError", error=str(error)
                 )
-            ).result()
-            return None
+            )
+            future.result()
+            return future
         return build_request(task, job, args, kwargs, self.hostname, self.worker_id)
 
-    def run(self, job: ClaimedJob) -> None:
-        """Run a sync task's job to its committed end (in a pool thread or prefork child).
+    def run(self, job: ClaimedJob) -> Future[bool]:
+        """Run a sync task's job (in a pool thread or prefork child).
+
+        Returns a future that resolves once the outcome is committed and handlers have run:
+        the caller frees the job's slot then. A success nobody listens to (no signal
+        receivers, no handlers, no INFO logging) does not wait for the commit here, so the
+        thread can start its next job while the group commit is under way.
 
         Never raises: a failure of dbqueue's own machinery fails the job, saying so, rather
         than leaving it running forever under a live worker.
         """
         try:
-            self._run(job)
+            return self._run(job)
         except BaseException as error:
             logger.exception("Internal error while running job %s of %s", job.id, job.task)
-            self.commit(
+            future = self.commit(
                 Outcome(
                     "fail",
                     job.id,
                     error_type="dbqueue.exceptions.DBQueueError",
                     error=f"internal error in the worker: {error!r}",
                 )
-            ).result()
+            )
+            future.result()
             if not isinstance(error, Exception):
                 raise
+            return future
 
-    def _run(self, job: ClaimedJob) -> None:
+    def _run(self, job: ClaimedJob) -> Future[bool]:
         task = self.app.tasks[job.task]
         request = self._prepare(task, job)
-        if request is None:
-            return
+        if isinstance(request, Future):
+            return request
         soft, hard = time_limits(self.app, task, job)
         guard = self._guard(soft, hard) if (soft or hard) and self.watchdog else None
         decision = run_sync(task, request, guard)
-        self._finish(task, request, decision, self.commit)
+        outcome = to_outcome(task, request, decision, *self._serializers)
+        future = self.commit(outcome)
+        if decision.kind == "success" and _unobserved(task):
+            return future
+        after_commit(task, request, decision, future.result())
+        return future
 
     @contextlib.contextmanager
     def _guard(self, soft: float | None, hard: float | None) -> Iterator[None]:
@@ -118,7 +133,7 @@ class JobRunner:
 
         task = self.app.tasks[job.task]
         request = self._prepare(task, job)
-        if request is None:
+        if isinstance(request, Future):
             return
         soft, hard = time_limits(self.app, task, job)
         limit, exc = (soft, SoftTimeLimitExceeded) if soft else (hard, TimeLimitExceeded)
@@ -127,7 +142,14 @@ class JobRunner:
         owned = await asyncio.wrap_future(self.commit(outcome))
         after_commit(task, request, decision, owned)
 
-    def _finish(self, task: Task, request: Context, decision: Any, commit: Commit) -> None:
-        outcome = to_outcome(task, request, decision, *self._serializers)
-        owned = commit(outcome).result()
-        after_commit(task, request, decision, owned)
+
+def _unobserved(task: Task) -> bool:
+    """Whether nothing would notice a success's after-commit step (handlers, signals, logs)."""
+    cls = type(task)
+    return not (
+        signals.task_success.receivers
+        or signals.task_postrun.receivers
+        or cls.on_success is not Task.on_success
+        or cls.after_return is not Task.after_return
+        or trace_logger.isEnabledFor(logging.INFO)
+    )

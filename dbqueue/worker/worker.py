@@ -57,6 +57,8 @@ def parse_queues(spec: str | Sequence[str] | None, default: str) -> list[tuple[s
         if not item:
             continue
         name, sep, limit = item.partition(":")
+        if not name.strip():
+            raise ImproperlyConfigured(f"queue {item!r} has no name")
         if not sep:
             parsed.append((name, None))
             continue

@@ -69,3 +69,13 @@ SET status = CASE WHEN j.max_retries IS NOT NULL AND j.attempt > j.max_retries
 FROM lost
 WHERE j.id = lost.id
 RETURNING j.id, j.task, j.status, j.attempt
+
+-- name: complete_many
+-- running -> completed for a whole batch in one statement; returns the ids still owned.
+UPDATE dbqueue_jobs AS j
+SET status = 'completed', result = v.result, result_type = v.result_type,
+    error_type = v.error_type, error = NULL, traceback = NULL, finished_at = {now}
+FROM unnest(CAST(:ids AS text[]), CAST(:results AS bytea[]), CAST(:result_types AS text[]),
+            CAST(:error_types AS text[])) AS v(id, result, result_type, error_type)
+WHERE j.id = v.id AND j.worker = :worker AND j.status = 'running'
+RETURNING j.id
