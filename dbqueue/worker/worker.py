@@ -296,14 +296,14 @@ class Worker:
     def _claim_into(self, group: QueueGroup, free: int, now: float) -> None:
         try:
             jobs = self.storage.claim(self.id, group.queues, free, self.app.conf.dequeue_retry)
-        except StorageUnavailable as error:
+        except Exception as error:
             group.outage = min(max(group.outage * 2, 1.0), 30.0)
             group.next_poll = now + group.outage
             logger.error(
                 "Cannot claim jobs from %s, retrying in %.0fs: %s",
                 ",".join(group.queues),
                 group.outage,
-                error,
+                error if isinstance(error, StorageUnavailable) else repr(error),
             )
             return
         group.outage = 0.0
