@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from sqlalchemy import Connection, Engine, Row
+from sqlalchemy import Connection, Engine, exc
 from sqlalchemy.engine import URL
 
 from dbqueue.backoff import RetryConfig
@@ -95,24 +95,41 @@ class ClaimedJob:
     claimed_at: float = 0.0
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> ClaimedJob:
-        m = row._mapping
+    def from_tuple(cls, row: Sequence[Any]) -> ClaimedJob:
+        """Build from a claim row, in the column order every dialect's claim returns."""
+        (
+            id_,
+            task,
+            queue,
+            priority,
+            payload,
+            content_type,
+            attempt,
+            max_retries,
+            run_at,
+            expires_at,
+            created_at,
+            parent_id,
+            root_id,
+            options,
+            now,
+        ) = row
         return cls(
-            id=m["id"],
-            task=m["task"],
-            queue=m["queue"],
-            priority=m["priority"],
-            payload=bytes(m["payload"]),
-            content_type=m["content_type"],
-            attempt=m["attempt"],
-            max_retries=m["max_retries"],
-            run_at=m["run_at"],
-            expires_at=m["expires_at"],
-            created_at=m["created_at"],
-            parent_id=m["parent_id"],
-            root_id=m["root_id"],
-            options=json.loads(m["options"]) if m["options"] else {},
-            claimed_at=float(m["now"]),
+            id_,
+            task,
+            queue,
+            priority,
+            bytes(payload),
+            content_type,
+            attempt,
+            max_retries,
+            run_at,
+            expires_at,
+            created_at,
+            parent_id,
+            root_id,
+            json.loads(options) if options else {},
+            float(now),
         )
 
 
@@ -160,6 +177,8 @@ class Storage:
     """Database access for one broker URL. Thread-safe; one per process per app."""
 
     family = "base"
+    #: The driver's parameter style for :meth:`raw` ('pyformat': psycopg, PyMySQL).
+    paramstyle = "pyformat"
 
     def __init__(
         self,
@@ -205,6 +224,52 @@ class Storage:
         """Execute a named query on ``conn``."""
         return conn.execute(self.q[name].clause, params if params is not None else {})
 
+    def raw(self, conn: Connection, name: str, params: dict[str, Any]) -> Any:
+        """Execute a hot-path query on the driver's cursor, inside ``conn``'s transaction.
+
+        Skips SQLAlchemy's per-execution bookkeeping (most of a claim's CPU time); errors are
+        translated to SQLAlchemy's exceptions, and a dead connection is invalidated.
+        """
+        sql, bound = self.q[name].render(self.paramstyle, params)
+        dbapi_conn = conn.connection.dbapi_connection
+        assert dbapi_conn is not None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql, bound)
+        except self.engine.dialect.loaded_dbapi.Error as error:
+            cursor.close()
+            self._translate(conn, error, sql, bound)
+        return cursor
+
+    def raw_many(self, conn: Connection, name: str, params: list[dict[str, Any]]) -> int:
+        """``executemany`` of a hot-path statement; returns the rows affected."""
+        sql, _ = self.q[name].render(self.paramstyle, params[0])
+        dbapi_conn = conn.connection.dbapi_connection
+        assert dbapi_conn is not None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.executemany(sql, params)
+            return int(cursor.rowcount)
+        except self.engine.dialect.loaded_dbapi.Error as error:
+            self._translate(conn, error, sql, params)
+            raise
+        finally:
+            cursor.close()
+
+    def _translate(self, conn: Connection, error: Exception, sql: str, params: Any) -> NoReturn:
+        dialect = self.engine.dialect
+        lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, None)  # type: ignore[arg-type]
+        if lost:
+            conn.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql,
+            params,
+            error,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=dialect,
+        ) from error
+
     # -- schema -----------------------------------------------------------------------------
 
     def upgrade(self) -> list[migrate.Migration]:
@@ -249,7 +314,10 @@ class Storage:
     def _insert_one(self, job: NewJob) -> bool:
         """Insert one job; True if a row was written."""
         with self.engine.connect() as conn, conn.execution_options(dbqueue_write=True).begin():
-            return self.run(conn, "insert_job", job.params()).first() is not None
+            cursor = self.raw(conn, "insert_job", job.params())
+            inserted = cursor.fetchone() is not None
+            cursor.close()
+            return inserted
 
     def _resolve_conflict(self, job: NewJob, retried: bool) -> str | None:
         """After an insert that wrote nothing: the live job holding the key, or our own row."""
@@ -308,8 +376,10 @@ class Storage:
     def _claim(
         self, conn: Connection, worker: str, queues: list[str], limit: int
     ) -> list[ClaimedJob]:
-        rows = self.run(conn, "claim", {"worker": worker, "queues": queues, "limit": limit})
-        return [ClaimedJob.from_row(row) for row in rows]
+        cursor = self.raw(conn, "claim", {"worker": worker, "queues": queues, "limit": limit})
+        rows = cursor.fetchall()
+        cursor.close()
+        return [ClaimedJob.from_tuple(row) for row in rows]
 
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> set[str]:
         """Record many outcomes in one transaction (group commit); returns the ids still owned.
@@ -334,11 +404,12 @@ class Storage:
         """Run one transition for many jobs; returns ids whose row was not updated."""
         lost = set()
         if len(params) == 1:
-            if self.run(conn, kind, params[0]).rowcount == 0:
+            cursor = self.raw(conn, kind, params[0])
+            if cursor.rowcount == 0:
                 lost.add(params[0]["id"])
+            cursor.close()
             return lost
-        result = self.run(conn, kind, params)
-        if result.rowcount != len(params):
+        if self.raw_many(conn, kind, params) != len(params):
             rows = self.run(conn, "job_states", {"ids": [p["id"] for p in params]})
             written = {row.id for row in rows if row.status == _STATUS_AFTER[kind]}
             lost = {p["id"] for p in params} - written

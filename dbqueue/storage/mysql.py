@@ -27,7 +27,7 @@ class MySQLStorage(Storage):
     def _insert_one(self, job: NewJob) -> bool:
         try:
             with self.engine.connect() as conn, conn.begin():
-                self.run(conn, "insert_job", job.params())
+                self.raw(conn, "insert_job", job.params()).close()
         except IntegrityError as error:
             if _is_duplicate(error):
                 return False
@@ -64,11 +64,13 @@ class MySQLStorage(Storage):
     def _claim(
         self, conn: Connection, worker: str, queues: list[str], limit: int
     ) -> list[ClaimedJob]:
-        rows = list(self.run(conn, "claim_lock", {"queues": queues, "limit": limit}))
+        cursor = self.raw(conn, "claim_lock", {"queues": queues, "limit": limit})
+        rows = cursor.fetchall()
+        cursor.close()
         if not rows:
             return []
-        self.run(conn, "claim", {"worker": worker, "ids": [row.id for row in rows]})
-        jobs = [ClaimedJob.from_row(row) for row in rows]
+        self.raw(conn, "claim", {"worker": worker, "ids": [row[0] for row in rows]}).close()
+        jobs = [ClaimedJob.from_tuple(row) for row in rows]
         for job in jobs:
             job.attempt += 1
         return jobs

@@ -47,7 +47,10 @@ class PostgresStorage(Storage):
         """One autocommit round trip that inserts and, unless disabled, notifies workers."""
         query = "insert_job_notify" if self.notify else "insert_job"
         with self._autocommit.connect() as conn:
-            return self.run(conn, query, job.params()).first() is not None
+            cursor = self.raw(conn, query, job.params())
+            inserted = cursor.fetchone() is not None
+            cursor.close()
+            return inserted
 
     def _insert_many(self, conn: Connection, jobs: Sequence[NewJob]) -> list[int]:
         """COPY the jobs without a unique key; insert the others one by one to detect conflicts."""
@@ -107,14 +110,16 @@ class PostgresStorage(Storage):
             "error_types": [p["error_type"] for p in params],
             "worker": params[0]["worker"],
         }
-        owned = {row[0] for row in self.run(conn, "complete_many", arrays)}
+        cursor = self.raw(conn, "complete_many", arrays)
+        owned = {row[0] for row in cursor.fetchall()}
+        cursor.close()
         return set(arrays["ids"]) - owned
 
     def _after_finish(self, conn: Connection, ids: list[str]) -> None:
         payload = ",".join(ids)
         if len(payload) > _MAX_PAYLOAD:
             payload = "*"
-        self.run(conn, "notify_done", {"ids": payload})
+        self.raw(conn, "notify_done", {"ids": payload}).close()
 
     def listener(
         self,

@@ -3,13 +3,18 @@
 Each statement sits under a ``-- name: <name>`` header followed by comment lines saying what it
 does. A dialect file overrides a common statement of the same name. ``{now}`` expands to the
 dialect's clock expression (epoch seconds); ``IN :param`` marks an expanding list parameter.
+
+Most statements run through SQLAlchemy (``Query.clause``). The few on the hot path (claim,
+complete, enqueue) also run straight on the driver's cursor, inside the same SQLAlchemy
+transaction: :meth:`Query.render` turns them into the driver's parameter style once.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 from sqlalchemy import TextClause, bindparam, text
 
@@ -22,6 +27,7 @@ NOW = {
 
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _EXPANDING = re.compile(r"\bIN\s+:(\w+)", re.IGNORECASE)
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,33 @@ class Query:
     doc: str
     sql: str
     clause: TextClause
+    expanding: tuple[str, ...] = ()
+    _rendered: dict[tuple[str, tuple[int, ...]], str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def render(self, style: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """SQL in the driver's ``paramstyle`` ('pyformat' or 'named') and matching params.
+
+        Expanding list parameters become one placeholder per element.
+        """
+        sizes = tuple(len(params[name]) for name in self.expanding)
+        key = (style, sizes)
+        sql = self._rendered.get(key)
+        if sql is None:
+            sql = self.sql
+            for name, size in zip(self.expanding, sizes, strict=True):
+                items = ", ".join(f":{name}__{i}" for i in range(size)) or "NULL"
+                sql = re.sub(rf"\bIN\s+:{name}\b", f"IN ({items})", sql, flags=re.IGNORECASE)
+            if style == "pyformat":
+                sql = _PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
+            self._rendered[key] = sql
+        if self.expanding:
+            params = dict(params)
+            for name in self.expanding:
+                for i, value in enumerate(params.pop(name)):
+                    params[f"{name}__{i}"] = value
+        return sql, params
 
 
 def parse(source: str, now: str) -> dict[str, Query]:
@@ -47,7 +80,7 @@ def parse(source: str, now: str) -> dict[str, Query]:
         expanding = _EXPANDING.findall(sql)
         if expanding:
             clause = clause.bindparams(*(bindparam(p, expanding=True) for p in expanding))
-        found[name] = Query(name, doc, sql, clause)
+        found[name] = Query(name, doc, sql, clause, tuple(expanding))
     return found
 
 

@@ -14,3 +14,4 @@ class SQLiteStorage(Storage):
     """
 
     family = "sqlite"
+    paramstyle = "named"
