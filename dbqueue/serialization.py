@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kombu.exceptions import ContentDisallowed, SerializerNotInstalled
 from kombu.serialization import dumps, loads, prepare_accept_content, registry
+from kombu.utils import json as kombu_json
 
 from dbqueue.exceptions import DecodeError, EncodeError, ImproperlyConfigured
 
@@ -51,8 +53,19 @@ def encode(obj: Any, serializer: str) -> tuple[str, bytes]:
     return content_type, data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
+#: kombu's JSON decoding (its ``__type__`` markers for datetimes, UUIDs, ...) with one decoder
+#: object reused, instead of a new one per call.
+_JSON = "application/json"
+_json_decoder = json.JSONDecoder(object_hook=kombu_json.object_hook)
+
+
 def decode(data: bytes, content_type: str, accept: set[str]) -> Any:
     """Deserialize bytes written by :func:`encode`, refusing content types not in ``accept``."""
+    if content_type == _JSON and _JSON in accept:
+        try:
+            return _json_decoder.decode(bytes(data).decode("utf-8"))
+        except ValueError as exc:
+            raise DecodeError(f"cannot decode {content_type} payload: {exc}") from exc
     try:
         return loads(bytes(data), content_type, "binary", accept=accept)
     except ContentDisallowed as exc:

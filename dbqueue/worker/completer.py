@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 
 from dbqueue.exceptions import StorageUnavailable
 from dbqueue.storage import Outcome, Storage
@@ -22,13 +21,67 @@ logger = logging.getLogger("dbqueue.worker")
 MAX_BATCH = 500
 
 
+class Receipt:
+    """The promise of a commit: resolves to whether the job was still ours when written.
+
+    A lighter ``concurrent.futures.Future`` (one per job, so it matters): callbacks run in the
+    thread that resolves it, and an event is only made for a caller that actually waits.
+    """
+
+    __slots__ = ("_callbacks", "_done", "_event", "_lock", "_owned")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+        self._owned = False
+        self._callbacks: list[Callable[[Receipt], None]] = []
+        self._event: threading.Event | None = None
+
+    @classmethod
+    def resolved(cls, owned: bool) -> Receipt:
+        receipt = cls()
+        receipt.set_result(owned)
+        return receipt
+
+    def set_result(self, owned: bool) -> None:
+        with self._lock:
+            self._owned, self._done = owned, True
+            callbacks, self._callbacks = self._callbacks, []
+            event = self._event
+        if event is not None:
+            event.set()
+        for callback in callbacks:
+            callback(self)
+
+    def add_done_callback(self, callback: Callable[[Receipt], None]) -> None:
+        with self._lock:
+            if not self._done:
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self, timeout: float | None = None) -> bool:
+        """Wait for the commit; True if the job was still this worker's."""
+        if not self._done:
+            with self._lock:
+                if not self._done and self._event is None:
+                    self._event = threading.Event()
+                event = self._event
+            if event is not None and not event.wait(timeout):
+                raise TimeoutError("the outcome was not committed in time")
+        return self._owned
+
+
 class Completer:
     """A thread writing outcomes in batches for one worker."""
 
     def __init__(self, storage_getter: Callable[[], Storage], worker_id: str) -> None:
         self._storage_getter = storage_getter
         self.worker_id = worker_id
-        self._pending: list[tuple[Outcome, Future[bool]]] = []
+        self._pending: list[tuple[Outcome, Receipt]] = []
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="dbqueue-completer", daemon=True)
@@ -40,9 +93,9 @@ class Completer:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, outcome: Outcome) -> Future[bool]:
+    def submit(self, outcome: Outcome) -> Receipt:
         """Queue an outcome; the future resolves to True once committed while still owned."""
-        future: Future[bool] = Future()
+        future = Receipt()
         with self._cond:
             self._pending.append((outcome, future))
             self._cond.notify()
@@ -65,7 +118,7 @@ class Completer:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             self._write(batch)
 
-    def _write(self, batch: list[tuple[Outcome, Future[bool]]]) -> None:
+    def _write(self, batch: list[tuple[Outcome, Receipt]]) -> None:
         outcomes = [outcome for outcome, _ in batch]
         try:
             owned = self._finish(outcomes)

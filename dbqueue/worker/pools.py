@@ -10,18 +10,18 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 
 from dbqueue.storage import ClaimedJob
+from dbqueue.worker.completer import Receipt
 from dbqueue.worker.runner import JobRunner
 
 logger = logging.getLogger("dbqueue.worker")
 
 
-def _finisher(on_done: Callable[[str], None], job_id: str) -> Callable[[Future[bool]], None]:
+def _finisher(on_done: Callable[[str], None], job_id: str) -> Callable[[Receipt], None]:
     """Free the job's slot once its outcome is committed."""
 
-    def finished(_: Future[bool]) -> None:
+    def finished(_: Receipt) -> None:
         on_done(job_id)
 
     return finished

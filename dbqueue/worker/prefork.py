@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from dbqueue import signals
 from dbqueue.exceptions import SoftTimeLimitExceeded
 from dbqueue.storage import ClaimedJob, Outcome
+from dbqueue.worker.completer import Receipt
 from dbqueue.worker.runner import JobRunner, time_limits
 
 logger = logging.getLogger("dbqueue.worker")
@@ -65,7 +65,7 @@ class PreforkPool:
         app_spec: str | None,
         hostname: str,
         worker_id: str,
-        commit: Callable[[Outcome], Future[bool]],
+        commit: Callable[[Outcome], Receipt],
         on_done: Callable[[str], None],
         max_tasks_per_child: int | None,
         loglevel: int,
@@ -286,10 +286,10 @@ class PreforkPool:
                     os.kill(child.process.pid, signal.SIGUSR1)
 
 
-def _acknowledge(child: _Child) -> Callable[[Future[bool]], None]:
+def _acknowledge(child: _Child) -> Callable[[Receipt], None]:
     """Tell a child whether its outcome was committed while the job was still ours."""
 
-    def send(future: Future[bool]) -> None:
+    def send(future: Receipt) -> None:
         child.send(("ack", future.result()))
 
     return send
@@ -339,12 +339,10 @@ def child_main(
     signal.signal(signal.SIGUSR1, soft_limit)
     signals.worker_process_init.send(hostname)
 
-    def commit(outcome: Outcome) -> Future[bool]:
+    def commit(outcome: Outcome) -> Receipt:
         conn.send(("outcome", outcome))
         reply = conn.recv()
-        future: Future[bool] = Future()
-        future.set_result(bool(reply[1]))
-        return future
+        return Receipt.resolved(bool(reply[1]))
 
     runner = JobRunner(app, hostname, worker_id, commit, watchdog=flag)
     done = 0

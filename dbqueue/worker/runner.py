@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from dbqueue import signals
@@ -21,6 +20,7 @@ from dbqueue.request import Context
 from dbqueue.serialization import decode_call
 from dbqueue.storage import ClaimedJob, Outcome
 from dbqueue.task import Task
+from dbqueue.worker.completer import Receipt
 
 if TYPE_CHECKING:
     from dbqueue.app import DBQueue
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dbqueue.worker")
 
-Commit = Callable[[Outcome], "Future[bool]"]
+Commit = Callable[[Outcome], "Receipt"]
 
 
 def time_limits(app: DBQueue, task: Task, job: ClaimedJob) -> tuple[float | None, float | None]:
@@ -57,7 +57,7 @@ class JobRunner:
         self.watchdog = watchdog
         self._serializers = (app.conf.result_serializer, app.conf.task_serializer)
 
-    def _prepare(self, task: Task, job: ClaimedJob) -> Context | Future[bool]:
+    def _prepare(self, task: Task, job: ClaimedJob) -> Context | Receipt:
         """The job's request, or (payload undecodable) the committed failure of the job."""
         try:
             args, kwargs = decode_call(job.payload, job.content_type, self.app.accept)
@@ -75,7 +75,7 @@ class JobRunner:
             return future
         return build_request(task, job, args, kwargs, self.hostname, self.worker_id)
 
-    def run(self, job: ClaimedJob) -> Future[bool]:
+    def run(self, job: ClaimedJob) -> Receipt:
         """Run a sync task's job (in a pool thread or prefork child).
 
         Returns a future that resolves once the outcome is committed and handlers have run:
@@ -103,10 +103,10 @@ class JobRunner:
                 raise
             return future
 
-    def _run(self, job: ClaimedJob) -> Future[bool]:
+    def _run(self, job: ClaimedJob) -> Receipt:
         task = self.app.tasks[job.task]
         request = self._prepare(task, job)
-        if isinstance(request, Future):
+        if isinstance(request, Receipt):
             return request
         soft, hard = time_limits(self.app, task, job)
         guard = self._guard(soft, hard) if (soft or hard) and self.watchdog else None
@@ -133,14 +133,20 @@ class JobRunner:
 
         task = self.app.tasks[job.task]
         request = self._prepare(task, job)
-        if isinstance(request, Future):
+        if isinstance(request, Receipt):
             return
         soft, hard = time_limits(self.app, task, job)
         limit, exc = (soft, SoftTimeLimitExceeded) if soft else (hard, TimeLimitExceeded)
         decision = await run_async(task, request, limit, exc)
         outcome = to_outcome(task, request, decision, *self._serializers)
-        owned = await asyncio.wrap_future(self.commit(outcome))
-        after_commit(task, request, decision, owned)
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[bool] = loop.create_future()
+
+        def resolve(receipt: Receipt) -> None:
+            loop.call_soon_threadsafe(committed.set_result, receipt.result())
+
+        self.commit(outcome).add_done_callback(resolve)
+        after_commit(task, request, decision, await committed)
 
 
 def _unobserved(task: Task) -> bool:
