@@ -333,7 +333,18 @@ def to_outcome(
 def after_commit(
     task: Task, request: _request.Context, decision: Decision, owned: bool = True
 ) -> None:
-    """Handlers, Celery's signals and the log line, once the outcome is committed."""
+    """Handlers, Celery's signals and the log line, once the outcome is committed.
+
+    The job's request is current again meanwhile, so handlers can read ``sender.request``.
+    """
+    token = _request.push(request)
+    try:
+        _after_commit(task, request, decision, owned)
+    finally:
+        _request.pop(token)
+
+
+def _after_commit(task: Task, request: _request.Context, decision: Decision, owned: bool) -> None:
     args, kwargs, task_id = request.args, request.kwargs, str(request.id)
     einfo = decision.einfo
     if not owned:

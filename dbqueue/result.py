@@ -58,6 +58,7 @@ class AsyncResult:
 
     def exists(self) -> bool:
         """Whether a job with this id is stored (never enqueued, or pruned, gives False)."""
+        self._cache = None
         return self._meta() is not None
 
     @property

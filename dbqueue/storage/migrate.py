@@ -68,6 +68,12 @@ def current_version(conn: Connection) -> int:
     return int(value or 0)
 
 
+def read_version_on(conn: Connection) -> int:
+    """The current schema version, read in a transaction of its own on ``conn``."""
+    with conn.begin():
+        return current_version(conn)
+
+
 def read_version(engine: Engine) -> int:
     """Open a connection and read the current schema version."""
     with engine.connect() as conn, conn.begin():
@@ -77,7 +83,8 @@ def read_version(engine: Engine) -> int:
 def upgrade(engine: Engine, family: str, target: int | None = None) -> list[Migration]:
     """Apply every pending migration up to ``target`` (default: latest); returns those applied."""
     migrations = available(family)
-    goal = target if target is not None else (migrations[-1].version if migrations else 0)
+    latest = migrations[-1].version if migrations else 0
+    goal = target if target is not None else latest
     with engine.connect() as conn:
         if family == "sqlite":
             conn = conn.execution_options(dbqueue_write=True)
@@ -86,6 +93,12 @@ def upgrade(engine: Engine, family: str, target: int | None = None) -> list[Migr
             conn.execute(text(_CREATE_SCHEMA_TABLE))
         applied = []
         try:
+            have = read_version_on(conn)
+            if have > latest:
+                raise SchemaError(
+                    f"dbqueue's tables are at schema version {have}, newer than this release "
+                    f"understands ({latest}): upgrade dbqueue"
+                )
             for migration in migrations:
                 with conn.begin():
                     if current_version(conn) >= migration.version or migration.version > goal:

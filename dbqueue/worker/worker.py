@@ -34,6 +34,8 @@ from dbqueue.worker.runner import JobRunner
 logger = logging.getLogger("dbqueue.worker")
 
 POOLS = ("prefork", "threads", "solo")
+#: Seconds added when sleeping until a delayed job is due, so the claim never comes too early.
+DUE_MARGIN = 0.002
 
 
 @dataclass
@@ -47,6 +49,8 @@ class QueueGroup:
     next_poll: float = 0.0
     interval: float = 0.0
     outage: float = 0.0
+    #: Bumped by every wake-up for these queues, so a claim that raced one does not back off.
+    pokes: int = 0
 
 
 def parse_queues(spec: str | Sequence[str] | None, default: str) -> list[tuple[str, int | None]]:
@@ -265,12 +269,14 @@ class Worker:
         """Work may be waiting in ``queue``: claim at the next turn of the loop."""
         for group in self.groups:
             if queue in group.queues:
+                group.pokes += 1
                 group.next_poll = 0.0
                 group.interval = self._min_interval
         self._wake.set()
 
     def _poke_all(self) -> None:
         for group in self.groups:
+            group.pokes += 1
             group.next_poll = 0.0
         self._wake.set()
 
@@ -294,6 +300,7 @@ class Worker:
             self._wake.clear()
 
     def _claim_into(self, group: QueueGroup, free: int, now: float) -> None:
+        pokes = group.pokes
         try:
             jobs = self.storage.claim(self.id, group.queues, free, self.app.conf.dequeue_retry)
         except Exception as error:
@@ -313,20 +320,23 @@ class Worker:
             group.next_poll, group.interval = now, self._min_interval
         elif jobs:
             group.next_poll, group.interval = now + self._min_interval, self._min_interval
+        elif group.pokes != pokes:
+            group.next_poll = now
         else:
             group.interval = min(max(group.interval * 2, self._min_interval), self._max_interval)
             group.next_poll = now + group.interval
             if group.interval >= self._max_interval:
-                self._sleep_until_due(group, now)
+                self._sleep_until_due(group)
 
-    def _sleep_until_due(self, group: QueueGroup, now: float) -> None:
+    def _sleep_until_due(self, group: QueueGroup) -> None:
         """An idle queue with a delayed job: wake exactly when it becomes due."""
         try:
             due, db_now = self.storage.next_run_at(group.queues)
-        except StorageUnavailable:
+        except Exception:
             return
         if due is not None:
-            group.next_poll = min(group.next_poll, now + max(due - db_now, 0.0))
+            wake = time.monotonic() + max(due - db_now, 0.0) + DUE_MARGIN
+            group.next_poll = min(group.next_poll, wake)
 
     def _dispatch(self, group: QueueGroup, jobs: list[ClaimedJob]) -> None:
         with self._lock:

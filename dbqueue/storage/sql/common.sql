@@ -101,6 +101,7 @@ SELECT queue, status, COUNT(*) AS n FROM dbqueue_jobs GROUP BY queue, status
 -- When the earliest job not yet due becomes due, so an idle worker sleeps exactly that long.
 SELECT MIN(run_at) FROM dbqueue_jobs
 WHERE status IN ('pending', 'retrying') AND queue IN :queues AND run_at > {now}
+  AND queue NOT IN (SELECT name FROM dbqueue_queues WHERE paused)
 
 -- name: prune
 -- Delete up to :limit finished jobs older than :cutoff (result_expires).
