@@ -196,7 +196,7 @@ class DBQueue:
         try:
             return [f"{m.version:04d}_{m.name}" for m in storage.upgrade()]
         finally:
-            storage.engine.dispose()
+            storage.close()
 
     def close(self) -> None:
         """Release database connections and the result listener."""
@@ -205,7 +205,7 @@ class DBQueue:
                 self._waiter.close()
                 self._waiter = None
             if self._storage is not None:
-                self._storage.engine.dispose()
+                self._storage.close()
                 self._storage = None
 
     # -- tasks ------------------------------------------------------------------------------------

@@ -47,15 +47,21 @@ def check_allowed(serializer: str, accept: set[str]) -> str:
     return content_type
 
 
+_JSON = "application/json"
+#: kombu's JSON encoding (datetimes, UUIDs, Decimals, bytes) with one encoder object reused.
+_json_encoder = kombu_json.JSONEncoder()
+
+
 def encode(obj: Any, serializer: str) -> tuple[str, bytes]:
     """Serialize ``obj``; returns (content_type, bytes)."""
+    if serializer == "json":
+        return _JSON, _json_encoder.encode(obj).encode("utf-8")
     content_type, _encoding, data = dumps(obj, serializer=serializer)
     return content_type, data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
 #: kombu's JSON decoding (its ``__type__`` markers for datetimes, UUIDs, ...) with one decoder
 #: object reused, instead of a new one per call.
-_JSON = "application/json"
 _json_decoder = json.JSONDecoder(object_hook=kombu_json.object_hook)
 
 

@@ -239,10 +239,31 @@ class Task:
 
     def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise TypeError naming the task when a call does not fit its signature."""
+        if not kwargs:
+            low, high = self._positional_range()
+            if low <= len(args) <= high:
+                return
         try:
             self.signature_for_check().bind(*args, **kwargs)
         except TypeError as error:
             raise TypeError(f"task {self.name!r} called with bad arguments: {error}") from None
+
+    def _positional_range(self) -> tuple[int, float]:
+        """How many positional arguments alone satisfy the signature (the common fast check)."""
+        cached = self.__dict__.get("_positional")
+        if cached is None:
+            params = self.signature_for_check().parameters.values()
+            positional = [
+                p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            required = sum(1 for p in positional if p.default is p.empty)
+            high = (
+                float("inf") if any(p.kind is p.VAR_POSITIONAL for p in params) else len(positional)
+            )
+            if any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
+                high = -1
+            cached = self.__dict__["_positional"] = (required, high)
+        return cached  # type: ignore[no-any-return]
 
     def param_names(self) -> list[str]:
         return list(self.signature_for_check().parameters)

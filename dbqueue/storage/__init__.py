@@ -12,7 +12,13 @@ def open_storage(url_text: str, settings: Settings) -> Storage:
     url = normalize_url(url_text)
     family = dialect_family(url)
     pool = pool_config(settings.broker_pool_preset, settings.broker_pool_options)
-    engine = build_engine(url, pool, dict(settings.database_engine_options or {}))
+    options = dict(settings.database_engine_options or {})
+    engine = build_engine(url, pool, options)
+    producer = None
+    if family != "sqlite":
+        producer = build_engine(
+            url, pool, {**options, "isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+        )
     cls: type[Storage]
     if family == "postgresql":
         from dbqueue.storage.postgresql import PostgresStorage
@@ -26,7 +32,7 @@ def open_storage(url_text: str, settings: Settings) -> Storage:
         from dbqueue.storage.sqlite import SQLiteStorage
 
         cls = SQLiteStorage
-    return cls(engine, url, settings.storage_retry, notify=bool(settings.broker_notify))
+    return cls(engine, url, settings.storage_retry, bool(settings.broker_notify), producer)
 
 
 __all__ = [

@@ -186,8 +186,12 @@ class Storage:
         url: URL,
         retry: RetryConfig,
         notify: bool = True,
+        producer: Engine | None = None,
     ) -> None:
         self.engine = engine
+        #: Autocommit connections for single-statement enqueues: no BEGIN/COMMIT round trips
+        #: and no per-checkout isolation switching (the same engine where there is none).
+        self.producer = producer or engine
         self.url = url
         self.retry = retry
         self.notify = notify
@@ -238,7 +242,7 @@ class Storage:
             cursor.execute(sql, bound)
         except self.engine.dialect.loaded_dbapi.Error as error:
             cursor.close()
-            self._translate(conn, error, sql, bound)
+            self._translate(error, sql, bound, dbapi_conn, conn.invalidate)
         return cursor
 
     def raw_many(self, conn: Connection, name: str, params: list[dict[str, Any]]) -> int:
@@ -251,16 +255,45 @@ class Storage:
             cursor.executemany(sql, params)
             return int(cursor.rowcount)
         except self.engine.dialect.loaded_dbapi.Error as error:
-            self._translate(conn, error, sql, params)
-            raise
+            self._translate(error, sql, params, dbapi_conn, conn.invalidate)
         finally:
             cursor.close()
 
-    def _translate(self, conn: Connection, error: Exception, sql: str, params: Any) -> NoReturn:
+    def autocommit(self, name: str, params: dict[str, Any]) -> Any:
+        """Run one hot statement on a pooled autocommit connection; returns its first row.
+
+        For statements that are a transaction on their own (enqueueing one job).
+        """
+        sql, bound = self.q[name].render(self.paramstyle, params)
+        try:
+            raw = self.producer.raw_connection()
+        except self.engine.dialect.loaded_dbapi.Error as error:
+            self._translate(error, sql, bound, None, lambda _: None)
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, bound)
+                return cursor.fetchone() if cursor.description else cursor.rowcount
+            finally:
+                cursor.close()
+        except self.engine.dialect.loaded_dbapi.Error as error:
+            self._translate(error, sql, bound, raw.dbapi_connection, raw.invalidate)
+        finally:
+            raw.close()
+
+    def _translate(
+        self,
+        error: Exception,
+        sql: str,
+        params: Any,
+        dbapi_conn: Any,
+        invalidate: Callable[[BaseException], None],
+    ) -> NoReturn:
+        """Raise a driver error as SQLAlchemy's exception; drop the connection if it died."""
         dialect = self.engine.dialect
-        lost = dialect.is_disconnect(error, conn.connection.dbapi_connection, None)  # type: ignore[arg-type]
+        lost = dialect.is_disconnect(error, dbapi_conn, None)  # type: ignore[arg-type]
         if lost:
-            conn.invalidate(error)
+            invalidate(error)
         raise exc.DBAPIError.instance(
             sql,
             params,
@@ -558,5 +591,13 @@ class Storage:
         return None
 
     def dispose(self) -> None:
-        """Close pooled connections (after fork, the child drops the parent's)."""
+        """Forget pooled connections without closing them (a forked child drops the parent's)."""
         self.engine.dispose(close=False)
+        if self.producer is not self.engine:
+            self.producer.dispose(close=False)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+        if self.producer is not self.engine:
+            self.producer.dispose()

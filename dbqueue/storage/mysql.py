@@ -26,8 +26,7 @@ class MySQLStorage(Storage):
 
     def _insert_one(self, job: NewJob) -> bool:
         try:
-            with self.engine.connect() as conn, conn.begin():
-                self.raw(conn, "insert_job", job.params()).close()
+            self.autocommit("insert_job", job.params())
         except IntegrityError as error:
             if _is_duplicate(error):
                 return False

@@ -39,18 +39,10 @@ class PostgresStorage(Storage):
 
     family = "postgresql"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-
     def _insert_one(self, job: NewJob) -> bool:
         """One autocommit round trip that inserts and, unless disabled, notifies workers."""
         query = "insert_job_notify" if self.notify else "insert_job"
-        with self._autocommit.connect() as conn:
-            cursor = self.raw(conn, query, job.params())
-            inserted = cursor.fetchone() is not None
-            cursor.close()
-            return inserted
+        return self.autocommit(query, job.params()) is not None
 
     def _insert_many(self, conn: Connection, jobs: Sequence[NewJob]) -> list[int]:
         """COPY the jobs without a unique key; insert the others one by one to detect conflicts."""
