@@ -263,7 +263,7 @@ class Task:
             if any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
                 high = -1
             cached = self.__dict__["_positional"] = (required, high)
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def param_names(self) -> list[str]:
         return list(self.signature_for_check().parameters)
