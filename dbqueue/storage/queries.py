@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import TextClause, bindparam, text
 
-#: The database clock as epoch seconds, per dialect family.
+#: The database clock as epoch seconds, per dialect family. It must be stable within a statement
+#: (PostgreSQL's now(), not clock_timestamp()) so that ``run_at <= {now}`` can use an index.
 NOW = {
-    "postgresql": "extract(epoch from clock_timestamp())::float8",
+    "postgresql": "extract(epoch from now())::float8",
     "mysql": "(UNIX_TIMESTAMP(NOW(6)) + 0e0)",
     "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
 }

@@ -78,10 +78,17 @@ class Receipt:
 class Completer:
     """A thread writing outcomes in batches for one worker."""
 
-    def __init__(self, storage_getter: Callable[[], Storage], worker_id: str) -> None:
+    def __init__(
+        self,
+        storage_getter: Callable[[], Storage],
+        worker_id: str,
+        on_written: Callable[[], None] = lambda: None,
+    ) -> None:
         self._storage_getter = storage_getter
         self.worker_id = worker_id
+        self.on_written = on_written
         self._pending: list[tuple[Outcome, Receipt]] = []
+        self._writing = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="dbqueue-completer", daemon=True)
@@ -92,6 +99,11 @@ class Completer:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        """Outcomes handed over and not yet committed."""
+        return len(self._pending) + self._writing
 
     def submit(self, outcome: Outcome) -> Receipt:
         """Queue an outcome; the future resolves to True once committed while still owned."""
@@ -116,7 +128,10 @@ class Completer:
                 if not self._pending and self._stopping:
                     return
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                self._writing = len(batch)
             self._write(batch)
+            self._writing = 0
+            self.on_written()
 
     def _write(self, batch: list[tuple[Outcome, Receipt]]) -> None:
         outcomes = [outcome for outcome, _ in batch]

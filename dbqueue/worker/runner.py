@@ -78,10 +78,11 @@ class JobRunner:
     def run(self, job: ClaimedJob) -> Receipt:
         """Run a sync task's job (in a pool thread or prefork child).
 
-        Returns a future that resolves once the outcome is committed and handlers have run:
-        the caller frees the job's slot then. A success nobody listens to (no signal
-        receivers, no handlers, no INFO logging) does not wait for the commit here, so the
-        thread can start its next job while the group commit is under way.
+        Returns a receipt that resolves once the job no longer needs its execution slot: for
+        most outcomes, once committed and handlers have run. A success nobody listens to (no
+        signal receivers, no handlers, no INFO logging) is done as soon as its outcome is
+        handed to the group commit, so the slot, and the thread, take the next job while the
+        commit is under way (the completer bounds how many outcomes may wait).
 
         Never raises: a failure of dbqueue's own machinery fails the job, saying so, rather
         than leaving it running forever under a live worker.
@@ -114,7 +115,7 @@ class JobRunner:
         outcome = to_outcome(task, request, decision, *self._serializers)
         future = self.commit(outcome)
         if decision.kind == "success" and _unobserved(task):
-            return future
+            return _DONE
         after_commit(task, request, decision, future.result())
         return future
 
@@ -147,6 +148,10 @@ class JobRunner:
 
         self.commit(outcome).add_done_callback(resolve)
         after_commit(task, request, decision, await committed)
+
+
+#: The receipt of a job that needs nothing more from its slot.
+_DONE = Receipt.resolved(True)
 
 
 def _unobserved(task: Task) -> bool:

@@ -170,7 +170,7 @@ class Worker:
         signals.worker_init.send(self)
         storage = self.storage
         self._register()
-        self.completer = Completer(lambda: self.app.storage, self.id)
+        self.completer = Completer(lambda: self.app.storage, self.id, self._wake.set)
         self.completer.start()
         self.watchdog = Watchdog()
         self.runner = JobRunner(self.app, self.name, self.id, self.completer.submit, self.watchdog)
@@ -286,9 +286,10 @@ class Worker:
         while not self._stopping:
             now = time.monotonic()
             wake_at = now + self._max_interval
+            backlogged = self.completer.backlog > self.total_slots
             for group in self.groups:
                 free = group.concurrency - group.running
-                if free <= 0:
+                if free <= 0 or backlogged:
                     continue
                 if group.next_poll > now:
                     wake_at = min(wake_at, group.next_poll)
