@@ -105,7 +105,7 @@ class Completer:
         """Outcomes handed over and not yet committed."""
         return len(self._pending) + self._writing
 
-    def submit(self, outcome: Outcome) -> Receipt:
+    def submit(self, outcome: Outcome, wait: bool = True) -> Receipt:
         """Queue an outcome; the future resolves to True once committed while still owned."""
         future = Receipt()
         with self._cond:

@@ -65,7 +65,7 @@ class PreforkPool:
         app_spec: str | None,
         hostname: str,
         worker_id: str,
-        commit: Callable[[Outcome], Receipt],
+        commit: Callable[[Outcome, bool], Receipt],
         on_done: Callable[[str], None],
         max_tasks_per_child: int | None,
         loglevel: int,
@@ -208,7 +208,9 @@ class PreforkPool:
         kind = message[0]
         if kind == "outcome" and child.job is not None and not child.killed:
             child.reported = True
-            self.commit(message[1]).add_done_callback(_acknowledge(child))
+            receipt = self.commit(message[1], message[2])
+            if message[2]:
+                receipt.add_done_callback(_acknowledge(child))
         elif kind == "done":
             self._finished(child)
 
@@ -262,7 +264,7 @@ class PreforkPool:
                 error=message,
             )
             logger.error("Job %s of %s: %s", job.id, job.task, message)
-        self.commit(outcome).result()
+        self.commit(outcome, True).result()
         child.job = None
         self.on_done(job.id)
 
@@ -284,6 +286,10 @@ class PreforkPool:
                 child.soft_sent = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.process.pid, signal.SIGUSR1)
+
+
+#: What a child's commit returns when it asked for no acknowledgement.
+_UNASKED = Receipt.resolved(True)
 
 
 def _acknowledge(child: _Child) -> Callable[[Receipt], None]:
@@ -339,8 +345,10 @@ def child_main(
     signal.signal(signal.SIGUSR1, soft_limit)
     signals.worker_process_init.send(hostname)
 
-    def commit(outcome: Outcome) -> Receipt:
-        conn.send(("outcome", outcome))
+    def commit(outcome: Outcome, wait: bool) -> Receipt:
+        conn.send(("outcome", outcome, wait))
+        if not wait:
+            return _UNASKED
         reply = conn.recv()
         return Receipt.resolved(bool(reply[1]))
 

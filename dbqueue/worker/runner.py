@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("dbqueue.worker")
 
-Commit = Callable[[Outcome], "Receipt"]
+#: Hands an outcome over to be written: ``commit(outcome, wait)``; ``wait=False`` says nobody
+#: will ask whether it was committed (a prefork child then skips the acknowledgement).
+Commit = Callable[[Outcome, bool], "Receipt"]
 
 
 def time_limits(app: DBQueue, task: Task, job: ClaimedJob) -> tuple[float | None, float | None]:
@@ -69,7 +71,8 @@ class JobRunner:
             future = self.commit(
                 Outcome(
                     "fail", job.id, error_type="dbqueue.exceptions.DecodeError", error=str(error)
-                )
+                ),
+                True,
             )
             future.result()
             return future
@@ -97,7 +100,8 @@ class JobRunner:
                     job.id,
                     error_type="dbqueue.exceptions.DBQueueError",
                     error=f"internal error in the worker: {error!r}",
-                )
+                ),
+                True,
             )
             future.result()
             if not isinstance(error, Exception):
@@ -113,9 +117,10 @@ class JobRunner:
         guard = self._guard(soft, hard) if (soft or hard) and self.watchdog else None
         decision = run_sync(task, request, guard)
         outcome = to_outcome(task, request, decision, *self._serializers)
-        future = self.commit(outcome)
         if decision.kind == "success" and _unobserved(task):
+            self.commit(outcome, False)
             return _DONE
+        future = self.commit(outcome, True)
         after_commit(task, request, decision, future.result())
         return future
 
@@ -146,7 +151,7 @@ class JobRunner:
         def resolve(receipt: Receipt) -> None:
             loop.call_soon_threadsafe(committed.set_result, receipt.result())
 
-        self.commit(outcome).add_done_callback(resolve)
+        self.commit(outcome, True).add_done_callback(resolve)
         after_commit(task, request, decision, await committed)
 
 
