@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from concurrent.futures import Future
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from dbqueue import DBQueue, Task, signals
 from dbqueue.exceptions import NotRegistered
 from dbqueue.storage import DuplicateJobId
+from dbqueue.worker.completer import Receipt
 from tests.unit.helpers import count_jobs, stored_call
 
 # --- naming and registration ---------------------------------------------------------------------
@@ -506,10 +506,8 @@ def _run_one_job(app: DBQueue) -> str:
     storage = app.storage
     [job] = storage.claim("unit-worker", ["celery"], 1)
 
-    def commit(outcome) -> Future:
-        future: Future = Future()
-        future.set_result(outcome.job_id in storage.finish("unit-worker", [outcome]))
-        return future
+    def commit(outcome, wait: bool = True) -> Receipt:
+        return Receipt.resolved(outcome.job_id in storage.finish("unit-worker", [outcome]))
 
     JobRunner(app, "unit@host", "unit-worker", commit).run(job)
     return job.id
