@@ -25,7 +25,7 @@ SQL_FILES = sorted(p.name for p in (STORAGE_DIR / "sql").glob("*.sql"))
 
 
 def statements_run_by(module: str) -> set[str]:
-    """Names passed to ``self.run/raw/raw_many(conn, "<name>", ...)`` in a storage module's source."""
+    """Names passed to ``self.run/raw/raw_many(conn, "<name>", ...)`` in a storage module."""
     source = (STORAGE_DIR / f"{module}.py").read_text()
     return set(re.findall(r'\.(?:run|raw|raw_many)\(\s*\w+\s*,\s*"(\w+)"', source))
 
