@@ -204,7 +204,11 @@ class Storage:
     # -- plumbing ---------------------------------------------------------------------------
 
     def write(
-        self, fn: Callable[[Connection], T], what: str, retry: RetryConfig | None = None
+        self,
+        fn: Callable[[Connection], T],
+        what: str,
+        retry: RetryConfig | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> T:
         """Run ``fn`` in a write transaction, retried on transient errors."""
 
@@ -213,7 +217,7 @@ class Storage:
                 with conn.execution_options(dbqueue_write=True).begin():
                     return fn(conn)
 
-        return call_with_retry(attempt, retry or self.retry, what)
+        return call_with_retry(attempt, retry or self.retry, what, on_retry)
 
     def read(self, fn: Callable[[Connection], T], what: str) -> T:
         """Run ``fn`` in a read transaction, retried on transient errors."""
@@ -397,11 +401,20 @@ class Storage:
     # -- working ----------------------------------------------------------------------------
 
     def claim(
-        self, worker: str, queues: Sequence[str], limit: int, retry: RetryConfig | None = None
+        self,
+        worker: str,
+        queues: Sequence[str],
+        limit: int,
+        retry: RetryConfig | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
     ) -> list[ClaimedJob]:
-        """pending/retrying -> running for up to ``limit`` due jobs, highest priority first."""
+        """pending/retrying -> running for up to ``limit`` due jobs, highest priority first.
+
+        ``on_retry`` hears about an attempt that failed: its commit may still have gone
+        through, leaving jobs claimed that nobody runs (the worker's ownership audit finds them).
+        """
         jobs = self.write(
-            lambda conn: self._claim(conn, worker, list(queues), limit), "claim", retry
+            lambda conn: self._claim(conn, worker, list(queues), limit), "claim", retry, on_retry
         )
         jobs.sort(key=lambda j: (-j.priority, j.run_at))
         return jobs
@@ -430,26 +443,40 @@ class Storage:
             self._after_finish(conn, [o.job_id for o in outcomes])
             return lost
 
-        lost = self.write(run, "recording job outcomes")
-        return {o.job_id for o in outcomes} - lost
+        suspects = self.write(run, "recording job outcomes")
+        if suspects:
+            suspects = self._really_lost(suspects, {o.job_id: o.kind for o in outcomes})
+        return {o.job_id for o in outcomes} - suspects
+
+    def _really_lost(self, suspects: set[str], kinds: dict[str, str]) -> set[str]:
+        """Rows a finishing statement did not touch: lost, unless already in the state we wrote.
+
+        That happens when a first attempt committed but its reply was lost and the retry found
+        the work done.
+        """
+        states = self.job_states(sorted(suspects))
+        return {i for i in suspects if states.get(i, ("", None))[0] != _STATUS_AFTER[kinds[i]]}
 
     def _finish_kind(self, conn: Connection, kind: str, params: list[dict[str, Any]]) -> set[str]:
-        """Run one transition for many jobs; returns ids whose row was not updated."""
-        lost = set()
+        """Run one transition for many jobs; returns ids whose row may not have been updated."""
         if len(params) == 1:
             cursor = self.raw(conn, kind, params[0])
-            if cursor.rowcount == 0:
-                lost.add(params[0]["id"])
+            missed = cursor.rowcount == 0
             cursor.close()
-            return lost
+            return {params[0]["id"]} if missed else set()
         if self.raw_many(conn, kind, params) != len(params):
-            rows = self.run(conn, "job_states", {"ids": [p["id"] for p in params]})
-            written = {row.id for row in rows if row.status == _STATUS_AFTER[kind]}
-            lost = {p["id"] for p in params} - written
-        return lost
+            return {p["id"] for p in params}
+        return set()
 
     def _after_finish(self, conn: Connection, ids: list[str]) -> None:
         """Hook for dialects that announce finished jobs (PostgreSQL NOTIFY)."""
+
+    def running_ids(self, worker: str) -> set[str]:
+        """Ids of the jobs ``worker`` holds in the database."""
+        rows = self.read(
+            lambda c: list(self.run(c, "running_ids", {"worker": worker})), "ownership audit"
+        )
+        return {row.id for row in rows}
 
     def heartbeat(self, worker: str) -> bool:
         """Refresh the worker's heartbeat; False if its registry row is gone."""

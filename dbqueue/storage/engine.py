@@ -77,8 +77,9 @@ def normalize_url(raw: str) -> URL:
         )
     try:
         url = make_url(text)
-    except exc.ArgumentError:
-        raise BrokerURLError(f"cannot parse broker URL {mask_password(raw)!r}") from None
+        url.port  # noqa: B018 - a malformed port only shows when read
+    except (exc.ArgumentError, ValueError) as error:
+        raise BrokerURLError(f"cannot parse broker URL {mask_password(raw)!r}: {error}") from None
     if url.drivername.split("+")[0] == "postgres":
         url = url.set(drivername=url.drivername.replace("postgres", "postgresql", 1))
     backend = url.get_backend_name()

@@ -89,6 +89,7 @@ class Completer:
         self.on_written = on_written
         self._pending: list[tuple[Outcome, Receipt]] = []
         self._writing = 0
+        self._writing_ids: set[str] = set()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="dbqueue-completer", daemon=True)
@@ -99,6 +100,11 @@ class Completer:
 
     def start(self) -> None:
         self._thread.start()
+
+    def job_ids(self) -> set[str]:
+        """Jobs whose outcome is handed over and not yet committed."""
+        with self._cond:
+            return {o.job_id for o, _ in self._pending} | self._writing_ids
 
     @property
     def backlog(self) -> int:
@@ -129,8 +135,10 @@ class Completer:
                     return
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 self._writing = len(batch)
+                self._writing_ids = {o.job_id for o, _ in batch}
             self._write(batch)
-            self._writing = 0
+            with self._cond:
+                self._writing, self._writing_ids = 0, set()
             self.on_written()
 
     def _write(self, batch: list[tuple[Outcome, Receipt]]) -> None:

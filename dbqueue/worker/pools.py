@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from dbqueue.storage import ClaimedJob
@@ -74,10 +75,12 @@ class ThreadPool:
             future.add_done_callback(_finisher(self.on_done, job.id))
 
     def stop(self, timeout: float) -> None:
+        """Ask every thread to exit; wait for them together for at most ``timeout`` seconds."""
         for _ in self._threads:
             self._queue.put(None)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class SoloPool:

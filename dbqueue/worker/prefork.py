@@ -32,6 +32,9 @@ from dbqueue.worker.runner import JobRunner, time_limits
 
 logger = logging.getLogger("dbqueue.worker")
 
+#: Seconds between two checks, in a child, that the worker that started it is alive.
+PARENT_CHECK_INTERVAL = 0.5
+
 
 @dataclass
 class _Child:
@@ -43,6 +46,10 @@ class _Child:
     soft_sent: bool = False
     reported: bool = False
     killed: bool = False
+    #: The child said its last job was its last (max_tasks_per_child): give it no more.
+    retiring: bool = False
+    #: A job handed to the child that it had not started when it exited cleanly.
+    started: bool = False
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, message: Any) -> None:
@@ -109,6 +116,7 @@ class PreforkPool:
                 self.worker_id,
                 self.max_tasks,
                 self.loglevel,
+                os.getpid(),
             ),
             name="dbqueue-child",
             daemon=True,
@@ -146,7 +154,7 @@ class PreforkPool:
                 (
                     c
                     for c in self._children
-                    if c.job is None and not c.killed and c.process.is_alive()
+                    if c.job is None and not c.killed and not c.retiring and c.process.is_alive()
                 ),
                 None,
             )
@@ -212,13 +220,14 @@ class PreforkPool:
             if message[2]:
                 receipt.add_done_callback(_acknowledge(child))
         elif kind == "done":
+            child.retiring = bool(message[2])
             self._finished(child)
 
     def _finished(self, child: _Child) -> None:
         job = child.job
         with self._lock:
             child.job = None
-            if self._backlog and not self._stopping:
+            if self._backlog and not self._stopping and not child.retiring:
                 self._assign(child, self._backlog.pop(0))
         if job is not None:
             self.on_done(job.id)
@@ -228,10 +237,12 @@ class PreforkPool:
         child.process.join(0)
         job = child.job
         if job is not None:
-            if not child.reported:
-                self._settle_lost(child, job)
-            else:
+            if child.reported:
                 self._finished(child)
+            elif child.process.exitcode == 0:
+                self._give_back(child, job)
+            else:
+                self._settle_lost(child, job)
         with self._lock:
             if child in self._children:
                 self._children.remove(child)
@@ -240,6 +251,16 @@ class PreforkPool:
                 self._children.append(replacement)
                 if self._backlog:
                     self._assign(replacement, self._backlog.pop(0))
+
+    def _give_back(self, child: _Child, job: ClaimedJob) -> None:
+        """A child that exited cleanly never ran the job it was handed: run it elsewhere."""
+        child.job = None
+        with self._lock:
+            if not self._stopping:
+                self._backlog.insert(0, job)
+                return
+        self.commit(Outcome("release", job.id), True).result()
+        self.on_done(job.id)
 
     def _settle_lost(self, child: _Child, job: ClaimedJob) -> None:
         code = child.process.exitcode
@@ -318,6 +339,20 @@ class _BodyFlag:
         self.in_body = False
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """Die with the worker: a child must not keep running jobs its dead parent gave it up for."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_INTERVAL)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="dbqueue-parent-watch", daemon=True).start()
+
+
 def child_main(
     app_spec: str | None,
     app: Any,
@@ -326,10 +361,12 @@ def child_main(
     worker_id: str,
     max_tasks: int | None,
     loglevel: int,
+    parent_pid: int,
 ) -> None:
     """The loop of one prefork child: receive a job, run it, report, repeat."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _exit_with_parent(parent_pid)
     if app_spec:
         from dbqueue.utils.imports import find_app
         from dbqueue.worker.banner import setup_logging
@@ -364,9 +401,10 @@ def child_main(
                 break
             job = message[1]
             runner.run(job)
-            conn.send(("done", job.id))
             done += 1
-            if max_tasks and done >= max_tasks:
+            retiring = bool(max_tasks and done >= max_tasks)
+            conn.send(("done", job.id, retiring))
+            if retiring:
                 break
     finally:
         signals.worker_process_shutdown.send(hostname, pid=os.getpid(), exitcode=0)

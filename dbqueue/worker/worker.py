@@ -36,6 +36,8 @@ logger = logging.getLogger("dbqueue.worker")
 POOLS = ("prefork", "threads", "solo")
 #: Seconds added when sleeping until a delayed job is due, so the claim never comes too early.
 DUE_MARGIN = 0.002
+#: Seconds between two ownership audits (sooner after a claim that failed).
+AUDIT_INTERVAL = 60.0
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Worker:
         self._stopping = False
         self._stopped = threading.Event()
         self._signals_seen = 0
+        self._audit_due = time.monotonic() + AUDIT_INTERVAL
         self._min_interval = float(conf.worker_poll_interval_min)
         self._max_interval = float(conf.worker_poll_interval)
 
@@ -285,6 +288,8 @@ class Worker:
     def _loop(self) -> None:
         while not self._stopping:
             now = time.monotonic()
+            if now >= self._audit_due:
+                self._audit()
             wake_at = now + self._max_interval
             backlogged = self.completer.backlog > self.total_slots
             for group in self.groups:
@@ -303,8 +308,11 @@ class Worker:
     def _claim_into(self, group: QueueGroup, free: int, now: float) -> None:
         pokes = group.pokes
         try:
-            jobs = self.storage.claim(self.id, group.queues, free, self.app.conf.dequeue_retry)
+            jobs = self.storage.claim(
+                self.id, group.queues, free, self.app.conf.dequeue_retry, self._claim_in_doubt
+            )
         except Exception as error:
+            self._audit_due = 0.0
             group.outage = min(max(group.outage * 2, 1.0), 30.0)
             group.next_poll = now + group.outage
             logger.error(
@@ -328,6 +336,31 @@ class Worker:
             group.next_poll = now + group.interval
             if group.interval >= self._max_interval:
                 self._sleep_until_due(group)
+
+    def _claim_in_doubt(self, error: BaseException) -> None:
+        """A claim attempt failed; its commit may have landed all the same: audit soon."""
+        self._audit_due = 0.0
+
+    def _audit(self) -> None:
+        """Release jobs the database says this worker holds but nothing here is running.
+
+        They come from a claim whose commit succeeded while its reply was lost: the retry
+        claimed other jobs, and the heartbeat would keep the reaper off these forever.
+        """
+        self._audit_due = time.monotonic() + AUDIT_INTERVAL
+        try:
+            held = self.storage.running_ids(self.id)
+        except Exception as error:
+            logger.warning("Ownership audit failed: %s", error)
+            self._audit_due = 0.0
+            return
+        with self._lock:
+            tracked = set(self._jobs)
+        tracked |= self.completer.job_ids()
+        orphans = sorted(held - tracked)
+        if orphans:
+            released = self._release(orphans)
+            logger.warning("Released %d job(s) claimed by a claim whose reply was lost", released)
 
     def _sleep_until_due(self, group: QueueGroup) -> None:
         """An idle queue with a delayed job: wake exactly when it becomes due."""
@@ -456,7 +489,8 @@ class Worker:
             if hasattr(self.pool, "kill"):
                 self.pool.kill()
             self._release(leftover)
-        self.pool.stop(5.0)
+        # Threads still stuck in released jobs are not waited for: the process exits next.
+        self.pool.stop(0.0 if leftover else 5.0)
         self.completer.stop()
         self.maintenance.stop()
         if self.listener is not None:

@@ -68,6 +68,10 @@ SET status = 'cancelled', error_type = 'dbqueue.exceptions.TaskRevokedError',
     error = 'revoked', finished_at = {now}
 WHERE id IN :ids AND status IN ('pending', 'running', 'retrying', 'waiting', 'paused')
 
+-- name: running_ids
+-- The jobs a worker holds, for its ownership audit (a claim whose commit reply was lost).
+SELECT id FROM dbqueue_jobs WHERE status = 'running' AND worker = :worker
+
 -- name: get_job
 -- Everything about one job.
 SELECT id, task, queue, priority, status, payload, content_type, result, result_type,
