@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from dbqueue import signals
 from dbqueue.request import current_request
 from dbqueue.result import AsyncResult
-from dbqueue.routing import compile_routes, lookup
+from dbqueue.routing import MapRouter, compile_routes, lookup
 from dbqueue.serialization import check_allowed, encode_call
 from dbqueue.storage import NewJob
 from dbqueue.utils.timeutils import iso, to_epoch
@@ -88,9 +88,17 @@ class Producer:
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
         options: dict[str, Any],
     ) -> list[AsyncResult]:
+        if not calls:
+            return []
+        if options.get("task_id"):
+            raise TypeError("delay_many() cannot take task_id: each job needs its own id")
         jobs = []
+        first: NewJob | None = None
         for args, kwargs in calls:
-            job = self.build(task, task.name, args, kwargs, dict(options))
+            if first is None or self._routes_by_arguments():
+                job = first = self.build(task, task.name, args, kwargs, dict(options))
+            else:
+                job = self._sibling(first, task, args, kwargs, options)
             self._before(job, args, kwargs, options)
             jobs.append(job)
         ids = self.app.storage.insert_jobs(jobs)
@@ -99,6 +107,41 @@ class Producer:
         for queue in {job.queue for job in jobs}:
             self.app.wake_local(queue)
         return [AsyncResult(job_id, app=self.app, task_name=task.name) for job_id in ids]
+
+    def _sibling(
+        self,
+        first: NewJob,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+    ) -> NewJob:
+        """Another call of a bulk enqueue: the first job's checked options, its own arguments."""
+        serializer = options.get("serializer") or task.serializer or self.app.conf.task_serializer
+        content_type, payload = encode_call(task.name, args, kwargs, serializer, task.param_names())
+        unique_key = options.get("unique_key")
+        if unique_key is None:
+            unique_key = task.unique_key_for(args, kwargs)
+        return NewJob(
+            id=str(uuid.uuid4()),
+            task=first.task,
+            queue=first.queue,
+            payload=payload,
+            content_type=content_type,
+            priority=first.priority,
+            max_retries=first.max_retries,
+            run_at=first.run_at,
+            delay=first.delay,
+            expires_at=first.expires_at,
+            unique_key=None if unique_key is None else str(unique_key),
+            parent_id=first.parent_id,
+            root_id=first.root_id,
+            options=first.options,
+        )
+
+    def _routes_by_arguments(self) -> bool:
+        """Whether a router function may send calls of one task to different queues."""
+        return any(not isinstance(r, MapRouter) for r in self._compiled_routes())
 
     def build(
         self,

@@ -37,11 +37,11 @@ def _compile_one(route: Any) -> Router:
     if isinstance(route, str):
         route = symbol_by_name(route)
     if isinstance(route, Mapping):
-        return _MapRouter(route.items())
+        return MapRouter(route.items())
     if isinstance(route, list | tuple) and all(
         isinstance(item, list | tuple) and len(item) == 2 for item in route
     ):
-        return _MapRouter(route)
+        return MapRouter(route)
     if callable(route):
         return _function_router(route)
     raise ImproperlyConfigured(f"cannot use {route!r} as a task route")
@@ -63,7 +63,7 @@ def _function_router(fn: Callable[..., Any]) -> Router:
     return router
 
 
-class _MapRouter:
+class MapRouter:
     """Routes from (pattern, route) pairs: exact names first, then globs and regexes in order."""
 
     def __init__(self, items: Iterable[Any]) -> None:
