@@ -126,6 +126,11 @@ def main(app_spec: str | None, broker: str | None, workdir: str | None) -> None:
     type=click.IntRange(min=1),
     help="Replace a prefork child after this many jobs.",
 )
+@click.option(
+    "--prefetch-multiplier",
+    type=click.IntRange(min=0),
+    help="Most jobs held per slot while jobs are short (0: no limit but the claim size).",
+)
 @click.option("--without-banner", is_flag=True, help="Do not print the start-up banner.")
 @click.pass_context
 def worker(
@@ -139,6 +144,7 @@ def worker(
     loglevel: str,
     logfile: str | None,
     max_tasks_per_child: int | None,
+    prefetch_multiplier: int | None,
     without_banner: bool,
 ) -> None:
     """Start a worker."""
@@ -153,6 +159,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         app_spec=ctx.meta["app_spec"],
         show_banner=not without_banner,
+        prefetch_multiplier=prefetch_multiplier,
     ).start()
 
 

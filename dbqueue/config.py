@@ -25,7 +25,7 @@ DEFAULT_BROKER_URL = "sqlite:///dbqueue.db"
 DEFAULTS: dict[str, Any] = {
     # Celery's settings, by Celery's names. Defaults are Celery's except where dbqueue works
     # differently: jobs are always acknowledged late (the row stays until the job finishes),
-    # always tracked as started, and never prefetched beyond the free slots.
+    # always tracked as started, and prefetched (up to the multiplier) only while jobs are short.
     "broker_url": None,
     "result_backend": None,
     "broker_transport_options": {},
@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_concurrency": None,
     "worker_pool": "prefork",
     "worker_max_tasks_per_child": None,
-    "worker_prefetch_multiplier": 1,
+    "worker_prefetch_multiplier": 4,
     "worker_hijack_root_logger": True,
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     "worker_task_log_format": (

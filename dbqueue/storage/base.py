@@ -187,11 +187,15 @@ class Storage:
         retry: RetryConfig,
         notify: bool = True,
         producer: Engine | None = None,
+        claimer: Engine | None = None,
     ) -> None:
         self.engine = engine
         #: Autocommit connections for single-statement enqueues: no BEGIN/COMMIT round trips
         #: and no per-checkout isolation switching (the same engine where there is none).
         self.producer = producer or engine
+        #: Autocommit connections whose commits do not wait for the disk, for claims (see
+        #: :meth:`claim`); None where claims run in a write transaction.
+        self.claimer = claimer
         self.url = url
         self.retry = retry
         self.notify = notify
@@ -263,20 +267,25 @@ class Storage:
         finally:
             cursor.close()
 
-    def autocommit(self, name: str, params: dict[str, Any]) -> Any:
+    def autocommit(
+        self, name: str, params: dict[str, Any], engine: Engine | None = None, rows: bool = False
+    ) -> Any:
         """Run one hot statement on a pooled autocommit connection; returns its first row.
 
-        For statements that are a transaction on their own (enqueueing one job).
+        For statements that are a transaction on their own (enqueueing one job). ``rows``
+        returns every row instead; ``engine`` defaults to the producers' one.
         """
         sql, bound = self.q[name].render(self.paramstyle, params)
         try:
-            raw = self.producer.raw_connection()
+            raw = (engine or self.producer).raw_connection()
         except self.engine.dialect.loaded_dbapi.Error as error:
             self._translate(error, sql, bound, None, lambda _: None)
         try:
             cursor = raw.cursor()
             try:
                 cursor.execute(sql, bound)
+                if rows:
+                    return cursor.fetchall()
                 return cursor.fetchone() if cursor.description else cursor.rowcount
             finally:
                 cursor.close()
@@ -412,10 +421,26 @@ class Storage:
 
         ``on_retry`` hears about an attempt that failed: its commit may still have gone
         through, leaving jobs claimed that nobody runs (the worker's ownership audit finds them).
+        Where the dialect allows, a claim commits without waiting for the disk: a claim lost
+        in a database host crash only makes its jobs claimable again (delivery is at least
+        once anyway), and every later durable commit, such as the job's outcome, flushes it.
         """
-        jobs = self.write(
-            lambda conn: self._claim(conn, worker, list(queues), limit), "claim", retry, on_retry
-        )
+        if self.claimer is not None:
+            params = {"worker": worker, "queues": list(queues), "limit": limit}
+            rows = call_with_retry(
+                lambda: self.autocommit("claim", params, self.claimer, rows=True),
+                retry or self.retry,
+                "claim",
+                on_retry,
+            )
+            jobs = [ClaimedJob.from_tuple(row) for row in rows]
+        else:
+            jobs = self.write(
+                lambda conn: self._claim(conn, worker, list(queues), limit),
+                "claim",
+                retry,
+                on_retry,
+            )
         jobs.sort(key=lambda j: (-j.priority, j.run_at))
         return jobs
 
@@ -619,12 +644,17 @@ class Storage:
 
     def dispose(self) -> None:
         """Forget pooled connections without closing them (a forked child drops the parent's)."""
-        self.engine.dispose(close=False)
-        if self.producer is not self.engine:
-            self.producer.dispose(close=False)
+        for engine in self._engines():
+            engine.dispose(close=False)
 
     def close(self) -> None:
         """Close every pooled connection."""
-        self.engine.dispose()
-        if self.producer is not self.engine:
-            self.producer.dispose()
+        for engine in self._engines():
+            engine.dispose()
+
+    def _engines(self) -> list[Engine]:
+        engines = [self.engine]
+        for extra in (self.producer, self.claimer):
+            if extra is not None and extra is not self.engine:
+                engines.append(extra)
+        return engines

@@ -87,7 +87,7 @@ class Completer:
         self._storage_getter = storage_getter
         self.worker_id = worker_id
         self.on_written = on_written
-        self._pending: list[tuple[Outcome, Receipt]] = []
+        self._pending: list[tuple[Outcome, Receipt | None]] = []
         self._writing = 0
         self._writing_ids: set[str] = set()
         self._cond = threading.Condition()
@@ -119,6 +119,12 @@ class Completer:
             self._cond.notify()
         return future
 
+    def submit_many(self, outcomes: list[Outcome]) -> None:
+        """Queue outcomes nobody waits for (successes with no handler, signal or log line)."""
+        with self._cond:
+            self._pending.extend([(outcome, None) for outcome in outcomes])
+            self._cond.notify()
+
     def stop(self, timeout: float = 30.0) -> None:
         """Write what is queued, then stop."""
         with self._cond:
@@ -141,7 +147,7 @@ class Completer:
                 self._writing, self._writing_ids = 0, set()
             self.on_written()
 
-    def _write(self, batch: list[tuple[Outcome, Receipt]]) -> None:
+    def _write(self, batch: list[tuple[Outcome, Receipt | None]]) -> None:
         outcomes = [outcome for outcome, _ in batch]
         try:
             owned = self._finish(outcomes)
@@ -152,7 +158,8 @@ class Completer:
                 return
             owned = self._record_unwritable(outcomes[0])
         for outcome, future in batch:
-            future.set_result(outcome.job_id in owned)
+            if future is not None:
+                future.set_result(outcome.job_id in owned)
 
     def _finish(self, outcomes: list[Outcome]) -> set[str]:
         """Write outcomes, waiting out database outages for as long as they last."""

@@ -1,43 +1,44 @@
 """Execution pools for sync tasks: threads and solo (prefork lives in prefork.py).
 
-A pool receives claimed jobs from the worker loop and calls ``on_done(job_id)`` once a job's
-outcome is committed, which frees its slot.
+A pool receives claimed jobs from the worker loop and calls ``release(job_ids)`` once the jobs'
+outcomes are handed over to be committed, which frees their slots.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from dbqueue.storage import ClaimedJob
-from dbqueue.worker.completer import Receipt
 from dbqueue.worker.runner import JobRunner
 
 logger = logging.getLogger("dbqueue.worker")
 
-
-def _finisher(on_done: Callable[[str], None], job_id: str) -> Callable[[Receipt], None]:
-    """Free the job's slot once its outcome is committed."""
-
-    def finished(_: Receipt) -> None:
-        on_done(job_id)
-
-    return finished
+#: Frees the slots of jobs whose outcomes are handed over.
+Release = Callable[[Sequence[str]], None]
+#: Most jobs a thread takes from the shared queue at once (only when the queue is long).
+MAX_BITE = 32
 
 
 class ThreadPool:
-    """``-P threads``: N threads taking jobs from one in-memory queue."""
+    """``-P threads``: N threads taking jobs from one in-memory queue.
+
+    A thread takes one job at a time while the queue is short, and a fair share of it (up to
+    ``MAX_BITE``) when it is long, so a burst of short jobs costs one wake-up per bite.
+    """
 
     name = "threads"
 
-    def __init__(self, size: int, runner: JobRunner, on_done: Callable[[str], None]) -> None:
+    def __init__(self, size: int, runner: JobRunner, release: Release) -> None:
         self.size = size
         self.runner = runner
-        self.on_done = on_done
-        self._queue: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        self.release = release
+        self._queue: collections.deque[ClaimedJob] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._stopping = False
         self._threads = [
             threading.Thread(target=self._work, name=f"dbqueue-thread-{i}", daemon=True)
             for i in range(size)
@@ -48,36 +49,42 @@ class ThreadPool:
             thread.start()
 
     def submit(self, job: ClaimedJob) -> None:
-        self._queue.put(job)
+        self.submit_many([job])
+
+    def submit_many(self, jobs: Sequence[ClaimedJob]) -> None:
+        with self._cond:
+            self._queue.extend(jobs)
+            self._cond.notify(len(jobs))
 
     def drain_unstarted(self) -> list[ClaimedJob]:
         """Take back jobs no thread has picked up yet (warm shutdown releases them)."""
-        jobs: list[ClaimedJob] = []
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return jobs
-            if job is not None:
-                jobs.append(job)
+        with self._cond:
+            jobs = list(self._queue)
+            self._queue.clear()
+        return jobs
+
+    def _take(self) -> list[ClaimedJob] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            count = min(MAX_BITE, max(1, len(self._queue) // self.size))
+            return [self._queue.popleft() for _ in range(count)]
 
     def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
+        while (jobs := self._take()) is not None:
             try:
-                future = self.runner.run(job)
+                self.runner.run_many(jobs, self.release)
             except BaseException:
-                logger.exception("Worker thread stopped by job %s", job.id)
-                self.on_done(job.id)
-                continue
-            future.add_done_callback(_finisher(self.on_done, job.id))
+                logger.exception("Worker thread stopped by a job of %s", jobs[0].task)
+                self.release([job.id for job in jobs])
 
     def stop(self, timeout: float) -> None:
         """Ask every thread to exit; wait for them together for at most ``timeout`` seconds."""
-        for _ in self._threads:
-            self._queue.put(None)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -89,20 +96,22 @@ class SoloPool:
     name = "solo"
     size = 1
 
-    def __init__(self, size: int, runner: JobRunner, on_done: Callable[[str], None]) -> None:
+    def __init__(self, size: int, runner: JobRunner, release: Release) -> None:
         self.runner = runner
-        self.on_done = on_done
+        self.release = release
 
     def start(self) -> None:
         """Nothing to start: the loop thread is the pool."""
 
     def submit(self, job: ClaimedJob) -> None:
+        self.submit_many([job])
+
+    def submit_many(self, jobs: Sequence[ClaimedJob]) -> None:
         try:
-            future = self.runner.run(job)
+            self.runner.run_many(jobs, self.release)
         except BaseException:
-            self.on_done(job.id)
+            self.release([job.id for job in jobs])
             raise
-        future.add_done_callback(_finisher(self.on_done, job.id))
 
     def drain_unstarted(self) -> list[ClaimedJob]:
         return []

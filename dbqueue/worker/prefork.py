@@ -148,6 +148,10 @@ class PreforkPool:
 
     # -- dispatching -------------------------------------------------------------------------
 
+    def submit_many(self, jobs: list[ClaimedJob]) -> None:
+        for job in jobs:
+            self.submit(job)
+
     def submit(self, job: ClaimedJob) -> None:
         with self._lock:
             child = next(

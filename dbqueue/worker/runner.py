@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from dbqueue import signals
@@ -31,13 +31,21 @@ logger = logging.getLogger("dbqueue.worker")
 #: Hands an outcome over to be written: ``commit(outcome, wait)``; ``wait=False`` says nobody
 #: will ask whether it was committed (a prefork child then skips the acknowledgement).
 Commit = Callable[[Outcome, bool], "Receipt"]
+#: Hands over outcomes nobody waits for, all at once.
+CommitMany = Callable[[list[Outcome]], None]
+#: Frees the slots of jobs whose outcomes are handed over.
+Release = Callable[[Sequence[str]], None]
 
 
 def time_limits(app: DBQueue, task: Task, job: ClaimedJob) -> tuple[float | None, float | None]:
     """(soft, hard) seconds: the call's options, else the task's, else the settings."""
     conf = app.conf
-    soft = job.options.get("soft_time_limit") or task.soft_time_limit or conf.task_soft_time_limit
-    hard = job.options.get("time_limit") or task.time_limit or conf.task_time_limit
+    options = job.options
+    soft = task.soft_time_limit or conf.task_soft_time_limit
+    hard = task.time_limit or conf.task_time_limit
+    if options:
+        soft = options.get("soft_time_limit") or soft
+        hard = options.get("time_limit") or hard
     return soft, hard
 
 
@@ -51,18 +59,25 @@ class JobRunner:
         worker_id: str,
         commit: Commit,
         watchdog: Limiter | None = None,
+        commit_many: CommitMany | None = None,
     ) -> None:
         self.app = app
         self.hostname = hostname
         self.worker_id = worker_id
         self.commit = commit
+        self.commit_many = commit_many or self._commit_each
         self.watchdog = watchdog
         self._serializers = (app.conf.result_serializer, app.conf.task_serializer)
+        self._accept = app.accept
+
+    def _commit_each(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            self.commit(outcome, False)
 
     def _prepare(self, task: Task, job: ClaimedJob) -> Context | Receipt:
         """The job's request, or (payload undecodable) the committed failure of the job."""
         try:
-            args, kwargs = decode_call(job.payload, job.content_type, self.app.accept)
+            args, kwargs = decode_call(job.payload, job.content_type, self._accept)
         except DecodeError as error:
             logger.error(
                 "Job %s of %s has a payload that cannot be decoded: %s", job.id, job.task, error
@@ -78,20 +93,43 @@ class JobRunner:
             return future
         return build_request(task, job, args, kwargs, self.hostname, self.worker_id)
 
-    def run(self, job: ClaimedJob) -> Receipt:
+    def run_many(self, jobs: Sequence[ClaimedJob], release: Release) -> None:
+        """Run sync jobs one after another in this thread, then release their slots.
+
+        Successes nobody observes are handed over together at the end, in one call; other
+        outcomes are committed as each job ends and release their slot once committed.
+        """
+        quiet: list[Outcome] = []
+        try:
+            for job in jobs:
+                try:
+                    receipt = self.run(job, quiet)
+                except BaseException:
+                    logger.exception("Job %s of %s stopped its thread's run", job.id, job.task)
+                    release((job.id,))
+                    continue
+                if receipt is not None:
+                    receipt.add_done_callback(_releaser(release, job.id))
+        finally:
+            if quiet:
+                self.commit_many(quiet)
+                release([outcome.job_id for outcome in quiet])
+
+    def run(self, job: ClaimedJob, quiet: list[Outcome] | None = None) -> Receipt | None:
         """Run a sync task's job (in a pool thread or prefork child).
 
         Returns a receipt that resolves once the job no longer needs its execution slot: for
         most outcomes, once committed and handlers have run. A success nobody listens to (no
         signal receivers, no handlers, no INFO logging) is done as soon as its outcome is
         handed to the group commit, so the slot, and the thread, take the next job while the
-        commit is under way (the completer bounds how many outcomes may wait).
+        commit is under way (the completer bounds how many outcomes may wait). With ``quiet``
+        given, such an outcome is appended to it instead, and None returned.
 
         Never raises: a failure of dbqueue's own machinery fails the job, saying so, rather
         than leaving it running forever under a live worker.
         """
         try:
-            return self._run(job)
+            return self._run(job, quiet)
         except BaseException as error:
             logger.exception("Internal error while running job %s of %s", job.id, job.task)
             future = self.commit(
@@ -108,7 +146,7 @@ class JobRunner:
                 raise
             return future
 
-    def _run(self, job: ClaimedJob) -> Receipt:
+    def _run(self, job: ClaimedJob, quiet: list[Outcome] | None) -> Receipt | None:
         task = self.app.tasks[job.task]
         request = self._prepare(task, job)
         if isinstance(request, Receipt):
@@ -118,6 +156,9 @@ class JobRunner:
         decision = run_sync(task, request, guard)
         outcome = to_outcome(task, request, decision, *self._serializers)
         if decision.kind == "success" and _unobserved(task):
+            if quiet is not None:
+                quiet.append(outcome)
+                return None
             self.commit(outcome, False)
             return _DONE
         future = self.commit(outcome, True)
@@ -157,6 +198,15 @@ class JobRunner:
 
 #: The receipt of a job that needs nothing more from its slot.
 _DONE = Receipt.resolved(True)
+
+
+def _releaser(release: Release, job_id: str) -> Callable[[Receipt], None]:
+    """Free the job's slot once its outcome is committed."""
+
+    def released(_: Receipt) -> None:
+        release((job_id,))
+
+    return released
 
 
 def _unobserved(task: Task) -> bool:

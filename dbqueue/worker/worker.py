@@ -7,6 +7,7 @@ in this process, a freed slot, or an adaptive poll (fast right after work, slowe
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dbqueue import signals
@@ -38,21 +39,45 @@ POOLS = ("prefork", "threads", "solo")
 DUE_MARGIN = 0.002
 #: Seconds between two ownership audits (sooner after a claim that failed).
 AUDIT_INTERVAL = 60.0
+#: Prefetching is capped at this many seconds of expected work beyond the free slots, so a
+#: worker never holds jobs that another worker could start sooner (Celery's head-of-line
+#: blocking): short jobs are claimed in large batches, jobs this long or longer never early.
+PREFETCH_HORIZON = 0.05
+#: Most jobs one claim takes.
+MAX_CLAIM = 1000
+#: Weight of the newest job in the running average of time spent per job.
+RUNTIME_WEIGHT = 0.1
 
 
-@dataclass
+@dataclass(eq=False)
 class QueueGroup:
     """Queues that share a concurrency limit: the shared pool, or one ``name:N`` queue."""
 
     queues: list[str]
     concurrency: int
     shared: bool
+    #: Most jobs held per slot (Celery's ``worker_prefetch_multiplier``); 1 claims free slots only.
+    prefetch: int = 1
+    #: Jobs claimed and not yet committed, including prefetched ones not started yet.
     running: int = 0
     next_poll: float = 0.0
     interval: float = 0.0
     outage: float = 0.0
     #: Bumped by every wake-up for these queues, so a claim that raced one does not back off.
     pokes: int = 0
+    #: Running average of seconds a job spends in this worker, from claim to commit.
+    job_time: float = 0.0
+    #: ``async def`` jobs on the event loop, and those waiting for one of its slots.
+    async_running: int = 0
+    async_waiting: collections.deque[ClaimedJob] = field(default_factory=collections.deque)
+
+    def window(self) -> int:
+        """How many jobs this group may hold now: its slots, plus prefetch for short jobs."""
+        if self.prefetch <= 1 or self.job_time <= 0.0:
+            return self.concurrency
+        ahead = self.concurrency * PREFETCH_HORIZON / self.job_time
+        extra = min(self.concurrency * (self.prefetch - 1), int(ahead))
+        return max(self.concurrency, min(self.concurrency + extra, MAX_CLAIM))
 
 
 def parse_queues(spec: str | Sequence[str] | None, default: str) -> list[tuple[str, int | None]]:
@@ -103,6 +128,7 @@ class Worker:
         app_spec: str | None = None,
         install_signals: bool | None = None,
         show_banner: bool = True,
+        prefetch_multiplier: int | None = None,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -119,7 +145,13 @@ class Worker:
         self.groups: list[QueueGroup] = []
         shared_queues = [name for name, limit in parsed if limit is None]
         if shared_queues:
-            self.groups.append(QueueGroup(shared_queues, shared, True))
+            if prefetch_multiplier is None:
+                prefetch_multiplier = conf.worker_prefetch_multiplier
+            multiplier = int(prefetch_multiplier or 0)
+            if multiplier < 0:
+                raise ImproperlyConfigured("worker_prefetch_multiplier cannot be negative")
+            prefetch = multiplier or MAX_CLAIM
+            self.groups.append(QueueGroup(shared_queues, shared, True, prefetch=prefetch))
         for name, limit in parsed:
             if limit is not None:
                 self.groups.append(
@@ -133,7 +165,7 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.install_signals = install_signals
         self.show_banner = show_banner
-        self._jobs: dict[str, QueueGroup] = {}
+        self._jobs: dict[str, tuple[QueueGroup, float]] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -176,7 +208,14 @@ class Worker:
         self.completer = Completer(lambda: self.app.storage, self.id, self._wake.set)
         self.completer.start()
         self.watchdog = Watchdog()
-        self.runner = JobRunner(self.app, self.name, self.id, self.completer.submit, self.watchdog)
+        self.runner = JobRunner(
+            self.app,
+            self.name,
+            self.id,
+            self.completer.submit,
+            self.watchdog,
+            self.completer.submit_many,
+        )
         self.pool = self._make_pool()
         self.pool.start()
         self.loop_thread = EventLoopThread()
@@ -223,7 +262,7 @@ class Worker:
                 self.loglevel,
             )
         cls = SoloPool if self.pool_name == "solo" else ThreadPool
-        return cls(size, self.runner, self._done)
+        return cls(size, self.runner, self._done_many)
 
     def _schedule(self) -> Schedule:
         conf = self.app.conf
@@ -291,16 +330,16 @@ class Worker:
             if now >= self._audit_due:
                 self._audit()
             wake_at = now + self._max_interval
-            backlogged = self.completer.backlog > self.total_slots
+            backlogged = self.completer.backlog > max(self.total_slots, MAX_CLAIM)
             for group in self.groups:
-                free = group.concurrency - group.running
+                free = group.window() - group.running
                 if free <= 0 or backlogged:
                     continue
                 if group.next_poll > now:
                     wake_at = min(wake_at, group.next_poll)
                     continue
                 self._claim_into(group, free, now)
-                if group.next_poll > now and group.concurrency > group.running:
+                if group.next_poll > now and group.window() > group.running:
                     wake_at = min(wake_at, group.next_poll)
             self._wake.wait(max(0.0, wake_at - time.monotonic()))
             self._wake.clear()
@@ -373,25 +412,58 @@ class Worker:
             group.next_poll = min(group.next_poll, wake)
 
     def _dispatch(self, group: QueueGroup, jobs: list[ClaimedJob]) -> None:
+        claimed = time.monotonic()
         with self._lock:
             group.running += len(jobs)
             for job in jobs:
-                self._jobs[job.id] = group
+                self._jobs[job.id] = (group, claimed)
+        tasks = self.app.tasks
+        log_received = logger.isEnabledFor(logging.INFO)
+        runnable: list[ClaimedJob] = []
         for job in jobs:
-            task = self.app.tasks.get(job.task)
+            task = tasks.get(job.task)
             if task is None:
                 self._unknown(job)
             elif job.expires_at is not None and job.claimed_at > job.expires_at:
                 self._expire(job, task)
             else:
-                if logger.isEnabledFor(logging.INFO):
+                if log_received:
                     logger.info("Task %s[%s] received", job.task, job.id)
                 if signals.task_received.receivers:
                     signals.task_received.send(self, request=job)
                 if task.is_async:
-                    self.loop_thread.submit(self.runner.run_async(job), self._done_callback(job.id))
+                    self._start_async(group, job)
                 else:
-                    self.pool.submit(job)
+                    runnable.append(job)
+        if runnable:
+            self.pool.submit_many(runnable)
+
+    def _start_async(self, group: QueueGroup, job: ClaimedJob | None) -> None:
+        """Start an ``async def`` job on the event loop, or queue it: at most -c run at once."""
+        with self._lock:
+            if job is not None:
+                group.async_waiting.append(job)
+            if group.async_running >= group.concurrency or not group.async_waiting:
+                return
+            group.async_running += 1
+            job = group.async_waiting.popleft()
+        job_id = job.id
+
+        def done(_: Any) -> None:
+            with self._lock:
+                group.async_running -= 1
+            self._done(job_id)
+            if not self._stopping:
+                self._start_async(group, None)
+
+        self.loop_thread.submit(self.runner.run_async(job), done)
+
+    def _unstarted_async(self) -> list[ClaimedJob]:
+        with self._lock:
+            jobs = [job for group in self.groups for job in group.async_waiting]
+            for group in self.groups:
+                group.async_waiting.clear()
+        return jobs
 
     def _unknown(self, job: ClaimedJob) -> None:
         error = NotRegistered(
@@ -423,18 +495,33 @@ class Worker:
 
     def _done(self, job_id: str) -> None:
         """A job's outcome is committed: free its slot, and claim again if worth it."""
+        self._done_many((job_id,))
+
+    def _done_many(self, job_ids: Sequence[str]) -> None:
+        """Free the slots of jobs whose outcomes are handed over; claim again once half free."""
+        now = time.monotonic()
+        groups: set[QueueGroup] = set()
         with self._lock:
-            group = self._jobs.pop(job_id, None)
-            if group is None:
-                return
-            group.running -= 1
-            free = group.concurrency - group.running
+            for job_id in job_ids:
+                entry = self._jobs.pop(job_id, None)
+                if entry is None:
+                    continue
+                group, claimed = entry
+                group.running -= 1
+                spent = now - claimed
+                if group.job_time:
+                    group.job_time += (spent - group.job_time) * RUNTIME_WEIGHT
+                else:
+                    group.job_time = spent
+                groups.add(group)
             if not self._jobs:
                 self._idle.notify_all()
-        if group.next_poll <= time.monotonic() and (
-            free * 4 >= group.concurrency or group.running == 0
-        ):
-            self._wake.set()
+        for group in groups:
+            window = group.window()
+            if group.next_poll <= now and (
+                (window - group.running) * 2 >= window or group.running == 0
+            ):
+                self._wake.set()
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -472,7 +559,7 @@ class Worker:
         """Warm shutdown: release unstarted jobs, wait for running ones, then leave."""
         self._stopping = True
         self.app.remove_local_waker(self._poke)
-        unstarted = self.pool.drain_unstarted()
+        unstarted = self.pool.drain_unstarted() + self._unstarted_async()
         if unstarted:
             released = self._release([job.id for job in unstarted])
             logger.info("Released %d claimed job(s) that had not started", released)
@@ -512,7 +599,7 @@ class Worker:
             return 0
         with self._lock:
             for job_id in ids:
-                group = self._jobs.pop(job_id, None)
-                if group is not None:
-                    group.running -= 1
+                entry = self._jobs.pop(job_id, None)
+                if entry is not None:
+                    entry[0].running -= 1
         return count

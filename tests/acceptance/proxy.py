@@ -4,7 +4,8 @@ Workers connect through it. The first time a connection commits a transaction in
 claim ran, the proxy forwards the COMMIT, waits for the server to acknowledge it (so the
 transaction is durable), swallows that acknowledgement and closes the connection: the client
 sees a lost connection for a commit that happened, exactly what a server crash or a network
-cut at the wrong instant produces.
+cut at the wrong instant produces. Where the claim is a statement of its own in autocommit
+mode (PostgreSQL), the reply to the claim is its commit acknowledgement, and is swallowed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ COMMIT_MARKERS = (b"Q\x00\x00\x00\x0bCOMMIT\x00", b"\x03COMMIT")
 class CommitAckDropper:
     """Listens on 127.0.0.1:<port> and relays to ``target``; see the module docstring."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, autocommit_claim: bool) -> None:
         self.target = (target_host, target_port)
+        self.autocommit_claim = autocommit_claim
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.armed = True
@@ -73,7 +75,9 @@ class CommitAckDropper:
             while data := client.recv(65536):
                 if CLAIM_MARKER in data:
                     state["claimed"] = True
-                if any(m in data for m in COMMIT_MARKERS):
+                if (self.autocommit_claim and state["claimed"]) or any(
+                    m in data for m in COMMIT_MARKERS
+                ):
                     if self._take_this_commit(state):
                         state["swallow"] = True
                     state["claimed"] = False
@@ -100,8 +104,10 @@ def _shut(*socks: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def commit_ack_dropper(host: str, port: int) -> Iterator[CommitAckDropper]:
-    proxy = CommitAckDropper(host, port)
+def commit_ack_dropper(
+    host: str, port: int, autocommit_claim: bool = False
+) -> Iterator[CommitAckDropper]:
+    proxy = CommitAckDropper(host, port, autocommit_claim)
     try:
         yield proxy
     finally:

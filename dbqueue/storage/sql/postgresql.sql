@@ -83,3 +83,13 @@ FROM unnest(CAST(:ids AS text[]), CAST(:results AS bytea[]), CAST(:result_types 
             CAST(:error_types AS text[])) AS v(id, result, result_type, error_type)
 WHERE j.id = v.id AND j.worker = :worker AND j.status = 'running'
 RETURNING j.id
+
+-- name: complete_bare_many
+-- running -> completed for a batch of jobs that store no result (the common case): only their
+-- ids travel. Returns the ids still owned.
+UPDATE dbqueue_jobs AS j
+SET status = 'completed', result = NULL, result_type = NULL, error_type = NULL, error = NULL,
+    traceback = NULL, finished_at = {now}
+FROM unnest(CAST(:ids AS text[])) AS v(id)
+WHERE j.id = v.id AND j.worker = :worker AND j.status = 'running'
+RETURNING j.id
