@@ -13,7 +13,7 @@ import logging
 import time
 import traceback as tb
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,36 +93,42 @@ def build_request(
 ) -> _request.Context:
     """The ``self.request`` of a claimed job."""
     options = job.options
-    return _request.Context(
-        id=job.id,
-        task=job.task,
-        args=args,
-        kwargs=kwargs,
-        retries=job.attempt - 1,
-        attempt=job.attempt,
-        max_retries=job.max_retries,
-        eta=options.get("eta"),
-        expires=options.get("expires"),
-        hostname=hostname,
-        worker_id=worker_id,
-        delivery_info={
+    request = _request.Context.__new__(_request.Context)
+    request.__dict__ = {
+        "id": job.id,
+        "task": job.task,
+        "args": args,
+        "kwargs": kwargs,
+        "retries": job.attempt - 1,
+        "attempt": job.attempt,
+        "max_retries": job.max_retries,
+        "hostname": hostname,
+        "worker_id": worker_id,
+        "delivery_info": {
             "exchange": "",
             "routing_key": job.queue,
             "priority": job.priority,
             "redelivered": job.attempt > 1,
         },
-        is_eager=False,
-        called_directly=False,
-        origin=options.get("origin"),
-        timelimit=(options.get("time_limit"), options.get("soft_time_limit")),
-        ignore_result=task.ignores_result(options.get("ignore_result")),
-        root_id=job.root_id or job.id,
-        parent_id=job.parent_id,
-        headers=options.get("headers"),
-        shadow=options.get("shadow"),
-        queue=job.queue,
-        priority=job.priority,
-    )
+        "is_eager": False,
+        "called_directly": False,
+        "ignore_result": task.ignores_result(options.get("ignore_result") if options else None),
+        "root_id": job.root_id or job.id,
+        "parent_id": job.parent_id,
+        "queue": job.queue,
+        "priority": job.priority,
+        "correlation_id": job.id,
+    }
+    if options:
+        request.__dict__.update(
+            eta=options.get("eta"),
+            expires=options.get("expires"),
+            origin=options.get("origin"),
+            timelimit=(options.get("time_limit"), options.get("soft_time_limit")),
+            headers=options.get("headers"),
+            shadow=options.get("shadow"),
+        )
+    return request
 
 
 def _function(task: Task) -> Any:
@@ -131,10 +137,12 @@ def _function(task: Task) -> Any:
 
 
 def _prerun(task: Task, request: _request.Context) -> _request.Context:
-    signals.task_prerun.send(
-        task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
-    )
-    task.before_start(str(request.id), request.args, request.kwargs)
+    if signals.task_prerun.receivers:
+        signals.task_prerun.send(
+            task, task_id=request.id, task=task, args=request.args, kwargs=request.kwargs
+        )
+    if type(task).before_start is not Task.before_start:
+        task.before_start(str(request.id), request.args, request.kwargs)
     return request
 
 
@@ -150,8 +158,11 @@ def run_sync(
     started = time.perf_counter()
     try:
         _prerun(task, request)
-        with guard if guard is not None else nullcontext():
+        if guard is None:
             retval = _function(task)(*request.args, **request.kwargs)
+        else:
+            with guard:
+                retval = _function(task)(*request.args, **request.kwargs)
     except Exception as exc:
         decision = classify(task, request, exc)
     else:

@@ -65,11 +65,17 @@ def encode(obj: Any, serializer: str) -> tuple[str, bytes]:
 _json_decoder = json.JSONDecoder(object_hook=kombu_json.object_hook)
 
 
+#: Plain JSON decoding, for payloads with no kombu type marker (most of them).
+_plain_json_decoder = json.JSONDecoder()
+_TYPE_MARKER = b'"__type__"'
+
+
 def decode(data: bytes, content_type: str, accept: set[str]) -> Any:
     """Deserialize bytes written by :func:`encode`, refusing content types not in ``accept``."""
     if content_type == _JSON and _JSON in accept:
+        decoder = _json_decoder if _TYPE_MARKER in data else _plain_json_decoder
         try:
-            return _json_decoder.decode(bytes(data).decode("utf-8"))
+            return decoder.decode(bytes(data).decode("utf-8"))
         except ValueError as exc:
             raise DecodeError(f"cannot decode {content_type} payload: {exc}") from exc
     try:

@@ -69,6 +69,16 @@ class JobRunner:
         self.watchdog = watchdog
         self._serializers = (app.conf.result_serializer, app.conf.task_serializer)
         self._accept = app.accept
+        self._task_limits: dict[str, tuple[float | None, float | None]] = {}
+
+    def _limits(self, task: Task, job: ClaimedJob) -> tuple[float | None, float | None]:
+        """:func:`time_limits`, with the task's own part looked up once per task."""
+        if job.options:
+            return time_limits(self.app, task, job)
+        limits = self._task_limits.get(task.name)
+        if limits is None:
+            limits = self._task_limits[task.name] = time_limits(self.app, task, job)
+        return limits
 
     def _commit_each(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -151,7 +161,7 @@ class JobRunner:
         request = self._prepare(task, job)
         if isinstance(request, Receipt):
             return request
-        soft, hard = time_limits(self.app, task, job)
+        soft, hard = self._limits(task, job)
         guard = self._guard(soft, hard) if (soft or hard) and self.watchdog else None
         decision = run_sync(task, request, guard)
         outcome = to_outcome(task, request, decision, *self._serializers)
