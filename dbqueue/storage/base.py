@@ -6,8 +6,10 @@ Dialect differences (claiming, bulk inserts, notifications) live in the subclass
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -213,15 +215,25 @@ class Storage:
         what: str,
         retry: RetryConfig | None = None,
         on_retry: Callable[[BaseException], None] | None = None,
+        lazy: bool = False,
     ) -> T:
-        """Run ``fn`` in a write transaction, retried on transient errors."""
+        """Run ``fn`` in a write transaction, retried on transient errors.
+
+        ``lazy``: the commit need not wait for the disk (see :meth:`claim`), where the dialect
+        can say so per transaction.
+        """
 
         def attempt() -> T:
             with self.engine.connect() as conn:
-                with conn.execution_options(dbqueue_write=True).begin():
-                    return fn(conn)
+                with self._commit_mode(conn, lazy):
+                    with conn.execution_options(dbqueue_write=True).begin():
+                        return fn(conn)
 
         return call_with_retry(attempt, retry or self.retry, what, on_retry)
+
+    def _commit_mode(self, conn: Connection, lazy: bool) -> AbstractContextManager[None]:
+        """Hook: make the next transaction's commit lazy (SQLite); durable by default."""
+        return contextlib.nullcontext()
 
     def read(self, fn: Callable[[Connection], T], what: str) -> T:
         """Run ``fn`` in a read transaction, retried on transient errors."""
@@ -440,6 +452,7 @@ class Storage:
                 "claim",
                 retry,
                 on_retry,
+                lazy=True,
             )
         jobs.sort(key=lambda j: (-j.priority, j.run_at))
         return jobs
@@ -483,7 +496,16 @@ class Storage:
         return {i for i in suspects if states.get(i, ("", None))[0] != _STATUS_AFTER[kinds[i]]}
 
     def _finish_kind(self, conn: Connection, kind: str, params: list[dict[str, Any]]) -> set[str]:
-        """Run one transition for many jobs; returns ids whose row may not have been updated."""
+        """Run one transition for many jobs; returns ids whose row may not have been updated.
+
+        Completions that store nothing go in one ``complete_bare_many`` statement.
+        """
+        if kind == "complete" and len(params) > 1:
+            bare = [p["id"] for p in params if p["result"] is None and p["error_type"] is None]
+            if bare:
+                rest = [p for p in params if p["result"] is not None or p["error_type"] is not None]
+                missed = self._complete_bare(conn, params[0]["worker"], bare)
+                return missed | (self._finish_kind(conn, kind, rest) if rest else set())
         if len(params) == 1:
             cursor = self.raw(conn, kind, params[0])
             missed = cursor.rowcount == 0
@@ -492,6 +514,13 @@ class Storage:
         if self.raw_many(conn, kind, params) != len(params):
             return {p["id"] for p in params}
         return set()
+
+    def _complete_bare(self, conn: Connection, worker: str, ids: list[str]) -> set[str]:
+        """Complete result-less jobs in one statement; all are suspects if any row was missed."""
+        cursor = self.raw(conn, "complete_bare_many", {"ids": ids, "worker": worker})
+        updated = cursor.rowcount
+        cursor.close()
+        return set(ids) if updated != len(ids) else set()
 
     def _after_finish(self, conn: Connection, ids: list[str]) -> None:
         """Hook for dialects that announce finished jobs (PostgreSQL NOTIFY)."""

@@ -92,33 +92,31 @@ class PostgresStorage(Storage):
             cursor.close()
 
     def _finish_kind(self, conn: Connection, kind: str, params: list[dict[str, Any]]) -> set[str]:
-        """Completions of a batch go in one UPDATE ... FROM unnest(...) statement (two when
-        some store a result and some do not)."""
-        if kind != "complete" or len(params) == 1:
+        """Completions that store a result go in one UPDATE ... FROM unnest(...) statement."""
+        if kind != "complete" or len(params) < 2:
             return super()._finish_kind(conn, kind, params)
-        worker = params[0]["worker"]
-        bare = [p["id"] for p in params if p["result"] is None and p["error_type"] is None]
         full = [p for p in params if p["result"] is not None or p["error_type"] is not None]
-        missed: set[str] = set()
-        if bare:
-            missed |= self._complete_batch(conn, "complete_bare_many", bare, {"worker": worker})
-        if full:
-            arrays = {
-                "results": [p["result"] for p in full],
-                "result_types": [p["result_type"] for p in full],
-                "error_types": [p["error_type"] for p in full],
-                "worker": worker,
-            }
-            missed |= self._complete_batch(conn, "complete_many", [p["id"] for p in full], arrays)
-        return missed
+        if len(full) != len(params):
+            return super()._finish_kind(conn, kind, params)
+        arrays = {
+            "ids": [p["id"] for p in full],
+            "results": [p["result"] for p in full],
+            "result_types": [p["result_type"] for p in full],
+            "error_types": [p["error_type"] for p in full],
+            "worker": full[0]["worker"],
+        }
+        return self._returning(conn, "complete_many", arrays)
 
-    def _complete_batch(
-        self, conn: Connection, name: str, ids: list[str], params: dict[str, Any]
-    ) -> set[str]:
-        cursor = self.raw(conn, name, {**params, "ids": ids})
+    def _complete_bare(self, conn: Connection, worker: str, ids: list[str]) -> set[str]:
+        """The ids travel as one array and the rows updated come back: no suspects to check."""
+        return self._returning(conn, "complete_bare_many", {"ids": ids, "worker": worker})
+
+    def _returning(self, conn: Connection, name: str, params: dict[str, Any]) -> set[str]:
+        """Run a batch statement returning the ids it updated; returns the ids it missed."""
+        cursor = self.raw(conn, name, params)
         owned = {row[0] for row in cursor.fetchall()}
         cursor.close()
-        return set(ids) - owned
+        return set(params["ids"]) - owned
 
     def _after_finish(self, conn: Connection, ids: list[str]) -> None:
         payload = ",".join(ids)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from sqlalchemy import Connection
+
 from dbqueue.storage.base import Storage
 
 
@@ -15,3 +20,18 @@ class SQLiteStorage(Storage):
 
     family = "sqlite"
     paramstyle = "named"
+
+    @contextlib.contextmanager
+    def _commit_mode(self, conn: Connection, lazy: bool) -> Iterator[None]:
+        """A lazy transaction commits with ``synchronous=NORMAL``: in WAL mode it is not fsynced
+        (the next FULL commit, such as a job's outcome, syncs it along)."""
+        if not lazy:
+            yield
+            return
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        raw.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            raw.execute("PRAGMA synchronous=FULL")

@@ -32,6 +32,14 @@ SET status = 'completed', result = :result, result_type = :result_type,
     error_type = :error_type, error = NULL, traceback = NULL, finished_at = {now}
 WHERE id = :id AND worker = :worker AND status = 'running'
 
+-- name: complete_bare_many
+-- running -> completed for a batch of jobs that store no result (the common case), in one
+-- statement; the caller compares the rows updated with the batch.
+UPDATE dbqueue_jobs
+SET status = 'completed', result = NULL, result_type = NULL, error_type = NULL, error = NULL,
+    traceback = NULL, finished_at = {now}
+WHERE id IN :ids AND worker = :worker AND status = 'running'
+
 -- name: fail
 -- running -> failed: store the error, its type and traceback.
 UPDATE dbqueue_jobs
