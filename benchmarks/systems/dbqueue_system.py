@@ -32,9 +32,12 @@ def dbqueue_command(*args: str) -> tuple[str, ...]:
     return (sys.executable, "-c", entry, *args)
 
 
-def worker(pool: str, concurrency: int) -> tuple[str, ...]:
-    """One ``dbqueue worker`` process with the given pool and concurrency."""
-    return dbqueue_command("worker", "-A", APP, "-P", pool, "-c", str(concurrency), "-l", "warning")
+def worker(pool: str, concurrency: int, prefetch: int | None = None) -> tuple[str, ...]:
+    """One ``dbqueue worker`` process with the given pool, concurrency and prefetch."""
+    extra = ("--prefetch-multiplier", str(prefetch)) if prefetch is not None else ()
+    return dbqueue_command(
+        "worker", "-A", APP, "-P", pool, "-c", str(concurrency), "-l", "warning", *extra
+    )
 
 
 class _Dbqueue(System):
@@ -58,10 +61,12 @@ class _Dbqueue(System):
         return {"BENCH_DBQUEUE_BROKER": self.broker_url()}
 
     def worker_configs(self) -> list[WorkerConfig]:
+        deep = worker("threads", 8, 64)
         return [
             WorkerConfig("threads -c 32", (worker("threads", 32),)),
             WorkerConfig("prefork -c 2", (worker("prefork", 2),)),
-            WorkerConfig("2 x threads -c 16", (worker("threads", 16), worker("threads", 16))),
+            WorkerConfig("threads -c 8 --prefetch-multiplier 64", (deep,)),
+            WorkerConfig("2 x threads -c 8 --prefetch-multiplier 64", (deep, deep)),
         ]
 
     def create_tables(self) -> None:
