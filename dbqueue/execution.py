@@ -359,21 +359,9 @@ def _after_commit(task: Task, request: _request.Context, decision: Decision, own
     args, kwargs, task_id = request.args, request.kwargs, str(request.id)
     einfo = decision.einfo
     if not owned:
-        logger.warning(
-            "Task %s[%s] finished but the job was taken over or revoked meanwhile; "
-            "its outcome was discarded",
-            task.name,
-            task_id,
-        )
+        _log_discarded(task, task_id)
     elif decision.kind == "success":
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "Task %s[%s] succeeded in %.6fs: %s",
-                task.name,
-                task_id,
-                decision.runtime,
-                _short_repr(decision.retval),
-            )
+        log_success(task, task_id, decision)
         task.on_success(decision.retval, task_id, args, kwargs)
         signals.task_success.send(task, result=decision.retval, runtime=decision.runtime)
     elif decision.kind == "retry":
@@ -419,6 +407,29 @@ def _after_commit(task: Task, request: _request.Context, decision: Decision, own
         kwargs=kwargs,
         retval=decision.retval if decision.kind == "success" else decision.exc,
         state=decision.state,
+    )
+
+
+def log_success(task: Task, task_id: str, decision: Decision, owned: bool = True) -> None:
+    """Celery's "succeeded in" line (at INFO), once the outcome is committed."""
+    if not owned:
+        _log_discarded(task, task_id)
+    elif logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "Task %s[%s] succeeded in %.6fs: %s",
+            task.name,
+            task_id,
+            decision.runtime,
+            _short_repr(decision.retval),
+        )
+
+
+def _log_discarded(task: Task, task_id: str) -> None:
+    logger.warning(
+        "Task %s[%s] finished but the job was taken over or revoked meanwhile; "
+        "its outcome was discarded",
+        task.name,
+        task_id,
     )
 
 

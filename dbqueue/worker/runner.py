@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 
 from dbqueue import signals
 from dbqueue.exceptions import DecodeError, SoftTimeLimitExceeded, TimeLimitExceeded
-from dbqueue.execution import after_commit, build_request, run_async, run_sync, to_outcome
+from dbqueue.execution import (
+    Decision,
+    after_commit,
+    build_request,
+    log_success,
+    run_async,
+    run_sync,
+    to_outcome,
+)
 from dbqueue.execution import logger as trace_logger
 from dbqueue.request import Context
 from dbqueue.serialization import decode_call
@@ -165,12 +173,17 @@ class JobRunner:
         guard = self._guard(soft, hard) if (soft or hard) and self.watchdog else None
         decision = run_sync(task, request, guard)
         outcome = to_outcome(task, request, decision, *self._serializers)
-        if decision.kind == "success" and _unobserved(task):
+        watched = _watchers(task) if decision.kind == "success" else HANDLERS
+        if watched is NOBODY:
             if quiet is not None:
                 quiet.append(outcome)
                 return None
             self.commit(outcome, False)
             return _DONE
+        if watched is LOG_LINE:
+            receipt = self.commit(outcome, True)
+            receipt.add_done_callback(_success_logger(task, str(request.id), decision))
+            return receipt
         future = self.commit(outcome, True)
         after_commit(task, request, decision, future.result())
         return future
@@ -219,13 +232,28 @@ def _releaser(release: Release, job_id: str) -> Callable[[Receipt], None]:
     return released
 
 
-def _unobserved(task: Task) -> bool:
-    """Whether nothing would notice a success's after-commit step (handlers, signals, logs)."""
+#: Who notices a success's after-commit step: nobody, only the INFO log line, or handlers and
+#: signal receivers (which run in the job's thread, so it waits for the commit).
+NOBODY, LOG_LINE, HANDLERS = "nobody", "log line", "handlers"
+
+
+def _watchers(task: Task) -> str:
+    """Who would notice a success's after-commit step (handlers, signals, the log line)."""
     cls = type(task)
-    return not (
+    if (
         signals.task_success.receivers
         or signals.task_postrun.receivers
         or cls.on_success is not Task.on_success
         or cls.after_return is not Task.after_return
-        or trace_logger.isEnabledFor(logging.INFO)
-    )
+    ):
+        return HANDLERS
+    return LOG_LINE if trace_logger.isEnabledFor(logging.INFO) else NOBODY
+
+
+def _success_logger(task: Task, task_id: str, decision: Decision) -> Callable[[Receipt], None]:
+    """Log the success from the committing thread, so the job's own thread need not wait."""
+
+    def log(receipt: Receipt) -> None:
+        log_success(task, task_id, decision, receipt.result())
+
+    return log
