@@ -87,6 +87,8 @@ class Completer:
         self._storage_getter = storage_getter
         self.worker_id = worker_id
         self.on_written = on_written
+        #: Sees every committed batch while set (the worker's events and pause landings).
+        self.observer: Callable[[list[tuple[Outcome, Receipt]]], None] | None = None
         self._pending: list[tuple[Outcome, Receipt]] = []
         self._writing = 0
         self._writing_ids: set[str] = set()
@@ -140,6 +142,12 @@ class Completer:
             with self._cond:
                 self._writing, self._writing_ids = 0, set()
             self.on_written()
+            observer = self.observer
+            if observer is not None:
+                try:
+                    observer(batch)
+                except Exception:
+                    logger.exception("Observing committed outcomes failed")
 
     def _write(self, batch: list[tuple[Outcome, Receipt]]) -> None:
         outcomes = [outcome for outcome, _ in batch]

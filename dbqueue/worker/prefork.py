@@ -5,6 +5,8 @@ outcome, which the parent commits (group commit with every other job) before ack
 so the child's ``task_success`` handlers see a committed result. The parent enforces time
 limits (SIGUSR1 raises SoftTimeLimitExceeded in the child; the hard limit kills it), replaces
 children that die or reach ``max_tasks_per_child``, and settles the job a dead child held.
+A job being stopped (aggressive pause, terminate) gets SIGUSR2, which raises JobStopped in the
+child; if it has not stopped after ``worker_stop_timeout`` its child is killed and replaced.
 
 Children are started through a fork server when the app can be imported by name (``-A``), so
 they never inherit the parent's threads or database connections; otherwise they are forked.
@@ -24,8 +26,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from dbqueue import control as app_control
 from dbqueue import signals
-from dbqueue.exceptions import SoftTimeLimitExceeded
+from dbqueue.exceptions import JobStopped, SoftTimeLimitExceeded
+from dbqueue.request import current_request
 from dbqueue.storage import ClaimedJob, Outcome
 from dbqueue.worker.completer import Receipt
 from dbqueue.worker.runner import JobRunner, time_limits
@@ -46,6 +50,8 @@ class _Child:
     soft_sent: bool = False
     reported: bool = False
     killed: bool = False
+    #: When a job asked to stop gets its child killed, if it has not reported by then.
+    stop_at: float | None = None
     #: The child said its last job was its last (max_tasks_per_child): give it no more.
     retiring: bool = False
     #: A job handed to the child that it had not started when it exited cleanly.
@@ -86,6 +92,7 @@ class PreforkPool:
         self.on_done = on_done
         self.max_tasks = max_tasks_per_child
         self.loglevel = loglevel
+        self.stop_timeout = float(app.conf.worker_stop_timeout)
         method = "forkserver" if app_spec else "fork"
         self._ctx: Any = multiprocessing.get_context(method)
         if app_spec:
@@ -168,6 +175,7 @@ class PreforkPool:
         soft, hard = time_limits(self.app, task, job)
         now = time.monotonic()
         child.job, child.reported, child.soft_sent = job, False, False
+        child.stop_at = None
         child.soft_at = now + soft if soft else None
         child.hard_at = now + hard if hard else None
         child.send(("job", job))
@@ -177,6 +185,27 @@ class PreforkPool:
         with self._lock:
             jobs, self._backlog = self._backlog, []
         return jobs
+
+    def stop_job(self, job_id: str) -> bool:
+        """Stop a job a child runs: SIGUSR2 now, SIGKILL after ``worker_stop_timeout``."""
+        with self._lock:
+            child = next(
+                (
+                    c
+                    for c in self._children
+                    if c.job is not None and c.job.id == job_id and not c.reported
+                ),
+                None,
+            )
+            if child is None:
+                return False
+            if child.stop_at is not None:
+                return True
+            child.stop_at = time.monotonic() + self.stop_timeout
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.process.pid, signal.SIGUSR2)
+        self._wakeup_w.send(b"")
+        return True
 
     # -- supervision (one thread) ------------------------------------------------------------
 
@@ -201,7 +230,7 @@ class PreforkPool:
             d
             for c in self._children
             if c.job is not None and not c.reported
-            for d in (None if c.soft_sent else c.soft_at, c.hard_at)
+            for d in (None if c.soft_sent else c.soft_at, c.hard_at, c.stop_at)
             if d is not None
         ]
         if not deadlines:
@@ -265,7 +294,14 @@ class PreforkPool:
     def _settle_lost(self, child: _Child, job: ClaimedJob) -> None:
         code = child.process.exitcode
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        if child.killed:
+        if child.stop_at is not None:
+            logger.warning(
+                "Job %s of %s did not stop in time: its child process was replaced",
+                job.id,
+                job.task,
+            )
+            outcome = Outcome("release", job.id)
+        elif child.killed:
             outcome = Outcome(
                 "fail",
                 job.id,
@@ -294,7 +330,10 @@ class PreforkPool:
         for child in self._children:
             if child.job is None or child.reported or child.killed:
                 continue
-            if child.hard_at is not None and now >= child.hard_at:
+            if child.stop_at is not None and now >= child.stop_at:
+                child.killed = True
+                child.process.kill()
+            elif child.hard_at is not None and now >= child.hard_at:
                 logger.error(
                     "Job %s of %s exceeded its hard time limit: killing child %s",
                     child.job.id,
@@ -326,16 +365,16 @@ def _acknowledge(child: _Child) -> Callable[[Receipt], None]:
 
 
 class _BodyFlag:
-    """Marks when a job body runs, so a late SIGUSR1 never lands in dbqueue's own code."""
+    """Marks when a job body runs, so a late SIGUSR1/SIGUSR2 never lands in dbqueue's code."""
 
     def __init__(self) -> None:
         self.in_body = False
 
-    def arm(self, soft: float | None, hard: float | None) -> int:
+    def arm(self, soft: float | None, hard: float | None, job_id: str | None = None) -> int:
         self.in_body = True
         return 1
 
-    def disarm(self, token: int | None) -> None:
+    def disarm(self, token: int | None, job_id: str | None = None) -> None:
         self.in_body = False
 
 
@@ -379,7 +418,15 @@ def child_main(
         if flag.in_body:
             raise SoftTimeLimitExceeded("soft time limit exceeded")
 
+    def stop(signum: int, frame: Any) -> None:
+        request = current_request()
+        if request is not None and request.id:
+            app_control._stopping.add(str(request.id))
+        if flag.in_body:
+            raise JobStopped("stopped by the worker")
+
     signal.signal(signal.SIGUSR1, soft_limit)
+    signal.signal(signal.SIGUSR2, stop)
     signals.worker_process_init.send(hostname)
 
     def commit(outcome: Outcome, wait: bool) -> Receipt:
@@ -400,6 +447,7 @@ def child_main(
             if message is None:
                 break
             job = message[1]
+            app_control._stopping.clear()
             runner.run(job)
             done += 1
             retiring = bool(max_tasks and done >= max_tasks)

@@ -7,9 +7,8 @@ returns a future resolving to whether the job was still ours when it was written
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dbqueue import signals
@@ -21,9 +20,11 @@ from dbqueue.serialization import decode_call
 from dbqueue.storage import ClaimedJob, Outcome
 from dbqueue.task import Task
 from dbqueue.worker.completer import Receipt
+from dbqueue.worker.limits import Guard
 
 if TYPE_CHECKING:
     from dbqueue.app import DBQueue
+    from dbqueue.worker.control import WorkerControl
     from dbqueue.worker.limits import Limiter
 
 logger = logging.getLogger("dbqueue.worker")
@@ -51,12 +52,16 @@ class JobRunner:
         worker_id: str,
         commit: Commit,
         watchdog: Limiter | None = None,
+        control: WorkerControl | None = None,
     ) -> None:
         self.app = app
         self.hostname = hostname
         self.worker_id = worker_id
         self.commit = commit
+        #: Time limits, and stopping the job's thread (dbqueue/worker/limits.py).
         self.watchdog = watchdog
+        #: The worker's gate and stop requests (dbqueue/worker/control.py); None in children.
+        self.control = control
         self._serializers = (app.conf.result_serializer, app.conf.task_serializer)
 
     def _prepare(self, task: Task, job: ClaimedJob) -> Context | Receipt:
@@ -110,11 +115,14 @@ class JobRunner:
 
     def _run(self, job: ClaimedJob) -> Receipt:
         task = self.app.tasks[job.task]
+        control = self.control
+        if control is not None and control.active and control.holds(job):
+            return control.hold_receipt(job, self.commit)
         request = self._prepare(task, job)
         if isinstance(request, Receipt):
             return request
         soft, hard = time_limits(self.app, task, job)
-        guard = self._guard(soft, hard) if (soft or hard) and self.watchdog else None
+        guard = Guard(self.watchdog, soft, hard, job.id) if self.watchdog else None
         decision = run_sync(task, request, guard)
         outcome = to_outcome(task, request, decision, *self._serializers)
         if decision.kind == "success" and _unobserved(task):
@@ -124,26 +132,22 @@ class JobRunner:
         after_commit(task, request, decision, future.result())
         return future
 
-    @contextlib.contextmanager
-    def _guard(self, soft: float | None, hard: float | None) -> Iterator[None]:
-        assert self.watchdog is not None
-        token = self.watchdog.arm(soft, hard)
-        try:
-            yield
-        finally:
-            self.watchdog.disarm(token)
-
     async def run_async(self, job: ClaimedJob) -> None:
         """Run an ``async def`` task's job on the worker's event loop."""
         import asyncio
 
         task = self.app.tasks[job.task]
+        control = self.control
+        if control is not None and control.active and control.holds(job):
+            await asyncio.to_thread(control.hold_receipt, job, self.commit)
+            return
         request = self._prepare(task, job)
         if isinstance(request, Receipt):
             return
         soft, hard = time_limits(self.app, task, job)
         limit, exc = (soft, SoftTimeLimitExceeded) if soft else (hard, TimeLimitExceeded)
-        decision = await run_async(task, request, limit, exc)
+        body = run_async(task, request, limit, exc)
+        decision = await (control.stoppable(job.id, body) if control is not None else body)
         outcome = to_outcome(task, request, decision, *self._serializers)
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[bool] = loop.create_future()

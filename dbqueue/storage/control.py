@@ -1,0 +1,297 @@
+"""Storage operations for pausing, resuming and stopping, and for the cross-process event stream.
+
+Mixed into :class:`~dbqueue.storage.base.Storage`. The SQL lives in ``sql/control.sql`` (and
+the dialect files). PostgreSQL also notifies: workers run their control pass at once
+(``dbqueue_control``), idle workers claim a resumed queue or job at once (``dbqueue_jobs``), and
+events travel as notifications (``dbqueue_events``) instead of rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from dbqueue.backoff import RetryConfig
+
+T = TypeVar("T")
+
+#: Channel that makes every worker run its control pass now.
+CONTROL_CHANNEL = "dbqueue_control"
+#: Channel the event stream travels on (PostgreSQL).
+EVENTS_CHANNEL = "dbqueue_events"
+#: Statements only PostgreSQL has (the others keep events in dbqueue_events and poll).
+POSTGRESQL_ONLY = ("notify_events", "notify_control", "notify_queue")
+#: NOTIFY payloads must stay under 8000 bytes.
+MAX_NOTIFY_PAYLOAD = 7900
+#: The values of the ``control`` column.
+PAUSE_GRACEFUL = "pause_graceful"
+PAUSE_AGGRESSIVE = "pause_aggressive"
+TERMINATE = "terminate"
+
+
+@dataclass
+class JobControlState:
+    """A job's status as pause and resume see it."""
+
+    status: str
+    resume_status: str | None
+    control: str | None
+    queue: str
+
+
+@dataclass
+class ControlRequests:
+    """What a worker's control pass read: one round trip per interval.
+
+    ``jobs`` maps the held jobs that need attention to their control request or, without one,
+    their status (cancelled, or taken over).
+    """
+
+    found: bool = False
+    pause_mode: str | None = None
+    jobs: dict[str, str] = field(default_factory=dict)
+    paused_queues: frozenset[str] = frozenset()
+    subscribers: int = 0
+
+
+class ControlStorage:
+    """Pause/resume/stop and event-stream operations (a mixin of ``Storage``)."""
+
+    family: str
+    notify: bool
+    q: dict[str, Any]
+
+    if TYPE_CHECKING:
+
+        def write(
+            self,
+            fn: Callable[[Connection], T],
+            what: str,
+            retry: RetryConfig | None = None,
+            on_retry: Callable[[BaseException], None] | None = None,
+        ) -> T: ...
+
+        def read(self, fn: Callable[[Connection], T], what: str) -> T: ...
+
+        def run(self, conn: Connection, name: str, params: Any = None) -> Any: ...
+
+    @property
+    def notifies(self) -> bool:
+        """Whether this database carries notifications (PostgreSQL with broker_notify on)."""
+        return self.family == "postgresql" and self.notify
+
+    def _announce(self, conn: Connection, payload: str) -> None:
+        """Workers: run your control pass now (PostgreSQL); elsewhere they poll."""
+        if self.notifies:
+            self.run(conn, "notify_control", {"payload": payload})
+
+    def _wake_queue(self, conn: Connection, queue: str) -> None:
+        """Idle workers of ``queue``: claim now (PostgreSQL); elsewhere they poll."""
+        if self.notifies:
+            self.run(conn, "notify_queue", {"queue": queue})
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def job_control_state(self, job_id: str) -> JobControlState | None:
+        row = self.read(
+            lambda c: self.run(c, "job_control_state", {"id": job_id}).first(), "job lookup"
+        )
+        return None if row is None else JobControlState(*row)
+
+    def pause_job(self, job_id: str, control: str) -> tuple[str, JobControlState | None]:
+        """Pause a job. Returns ("paused", state) when it is paused now, ("requested", state)
+        when it is running and its worker was asked to pause it, ("unchanged", state) else."""
+
+        def run(conn: Connection) -> tuple[str, JobControlState | None]:
+            if self.run(conn, "pause_job", {"id": job_id}).rowcount:
+                outcome = "paused"
+            elif self.run(conn, "request_pause", {"id": job_id, "control": control}).rowcount:
+                outcome = "requested"
+                self._announce(conn, f"job:{job_id}")
+            else:
+                outcome = "unchanged"
+            row = self.run(conn, "job_control_state", {"id": job_id}).first()
+            return outcome, None if row is None else JobControlState(*row)
+
+        return self.write(run, "pause job")
+
+    def resume_job(self, job_id: str) -> tuple[str, JobControlState | None]:
+        """Resume a paused job. Returns ("resumed", state), ("withdrawn", state) when a pause
+        requested on a running job had not landed yet, or ("unchanged", state)."""
+
+        def run(conn: Connection) -> tuple[str, JobControlState | None]:
+            if self.run(conn, "resume_job", {"id": job_id}).rowcount:
+                outcome = "resumed"
+            elif self.run(conn, "withdraw_pause", {"id": job_id}).rowcount:
+                outcome = "withdrawn"
+            else:
+                outcome = "unchanged"
+            row = self.run(conn, "job_control_state", {"id": job_id}).first()
+            state = None if row is None else JobControlState(*row)
+            if outcome == "resumed" and state is not None:
+                self._wake_queue(conn, state.queue)
+            return outcome, state
+
+        return self.write(run, "resume job")
+
+    def paused_jobs(self, queue: str | None = None) -> list[dict[str, Any]]:
+        """Paused jobs (of one queue), oldest first: id, task, queue, resume_status."""
+
+        def run(conn: Connection) -> list[dict[str, Any]]:
+            if queue is None:
+                rows = self.run(conn, "paused_jobs")
+            else:
+                rows = self.run(conn, "paused_jobs_in", {"queue": queue})
+            return [dict(row._mapping) for row in rows]
+
+        return self.read(run, "paused jobs")
+
+    # -- queues -----------------------------------------------------------------------------
+
+    def pause_queue(self, name: str) -> None:
+        def run(conn: Connection) -> None:
+            self.run(conn, "pause_queue", {"name": name})
+            self._announce(conn, f"queue:{name}")
+
+        self.write(run, "pause queue")
+
+    def resume_queue(self, name: str) -> None:
+        def run(conn: Connection) -> None:
+            self.run(conn, "resume_queue", {"name": name})
+            self._announce(conn, f"queue:{name}")
+            self._wake_queue(conn, name)
+
+        self.write(run, "resume queue")
+
+    def queue_is_paused(self, name: str) -> bool:
+        return self.read(
+            lambda c: self.run(c, "queue_is_paused", {"name": name}).first() is not None,
+            "queue state",
+        )
+
+    def paused_queues(self) -> list[str]:
+        return self.read(lambda c: [r.name for r in self.run(c, "paused_queues")], "paused queues")
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def pause_worker(self, name: str, mode: str | None) -> int:
+        """Set the pause mode (None: resume) of the workers with this name or id; how many."""
+
+        def run(conn: Connection) -> int:
+            count = int(self.run(conn, "pause_worker", {"name": name, "mode": mode}).rowcount)
+            if count:
+                self._announce(conn, f"worker:{name}")
+            return count
+
+        return self.write(run, "pause worker")
+
+    def control_requests(
+        self, worker: str, held: Sequence[str], subscriber_age: float
+    ) -> ControlRequests:
+        """A worker's control pass: see :class:`ControlRequests`."""
+        params = {"worker": worker, "ids": list(held), "age": subscriber_age}
+        rows = self.read(
+            lambda c: list(self.run(c, "control_requests", params)), "worker control pass"
+        )
+        found = ControlRequests()
+        queues = []
+        for kind, name, value in rows:
+            if kind == "job":
+                found.jobs[name] = value
+            elif kind == "worker":
+                found.found, found.pause_mode = True, value
+            elif kind == "queue":
+                queues.append(name)
+            else:
+                found.subscribers += 1
+        found.paused_queues = frozenset(queues)
+        return found
+
+    # -- the event stream -------------------------------------------------------------------
+
+    def register_subscriber(self, subscriber: str) -> None:
+        def run(conn: Connection) -> None:
+            self.run(conn, "register_subscriber", {"id": subscriber})
+            self._announce(conn, "subscriber")
+
+        self.write(run, "event subscription")
+
+    def subscriber_heartbeat(self, subscriber: str) -> bool:
+        """Keep a subscription alive; False if its row was gone (register again)."""
+        return bool(
+            self.write(
+                lambda c: self.run(c, "subscriber_heartbeat", {"id": subscriber}).rowcount,
+                "event subscription heartbeat",
+            )
+        )
+
+    def unregister_subscriber(self, subscriber: str) -> None:
+        self.write(
+            lambda c: self.run(c, "unregister_subscriber", {"id": subscriber}),
+            "event unsubscription",
+        )
+
+    def forget_dead_subscribers(self, age: float) -> None:
+        self.write(
+            lambda c: self.run(c, "forget_dead_subscribers", {"age": age}), "subscriber cleanup"
+        )
+
+    def count_subscribers(self, age: float) -> int:
+        return int(
+            self.read(
+                lambda c: self.run(c, "count_subscribers", {"age": age}).scalar(),
+                "subscriber count",
+            )
+        )
+
+    def publish_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Publish a batch of events in one statement: NOTIFY payloads, or a multi-row INSERT."""
+        if not events:
+            return
+        if self.notifies:
+            payloads = _chunks(events)
+            self.write(
+                lambda c: self.run(c, "notify_events", {"payloads": payloads}), "publish events"
+            )
+            return
+        rows = [{"body": json.dumps(event, separators=(",", ":"))} for event in events]
+        self.write(lambda c: self.run(c, "insert_event", rows), "publish events")
+
+    def read_events(self, after: int, limit: int = 1000) -> list[tuple[int, str]]:
+        return self.read(
+            lambda c: [
+                (int(r.seq), str(r.body))
+                for r in self.run(c, "read_events", {"after": after, "limit": limit})
+            ],
+            "read events",
+        )
+
+    def last_event_seq(self) -> int:
+        return int(self.read(lambda c: self.run(c, "last_event_seq").scalar() or 0, "events"))
+
+    def prune_events(self, age: float) -> None:
+        self.write(lambda c: self.run(c, "prune_events", {"age": age}), "prune events")
+
+
+def _chunks(events: Sequence[dict[str, Any]]) -> list[str]:
+    """JSON arrays of events, each small enough for one NOTIFY payload."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 2
+    for event in events:
+        text = json.dumps(event, separators=(",", ":"))
+        if len(text) + 2 > MAX_NOTIFY_PAYLOAD:
+            continue
+        if current and size + len(text) + 1 > MAX_NOTIFY_PAYLOAD:
+            payloads.append("[" + ",".join(current) + "]")
+            current, size = [], 2
+        current.append(text)
+        size += len(text) + 1
+    if current:
+        payloads.append("[" + ",".join(current) + "]")
+    return payloads
