@@ -194,7 +194,8 @@ class ControlStorage:
         self, worker: str, held: Sequence[str], subscriber_age: float
     ) -> ControlRequests:
         """A worker's control pass: see :class:`ControlRequests`."""
-        params = {"worker": worker, "ids": list(held), "age": subscriber_age}
+        # An empty list would compile to an untyped empty set that PostgreSQL refuses.
+        params = {"worker": worker, "ids": list(held) or [""], "age": subscriber_age}
         rows = self.read(
             lambda c: list(self.run(c, "control_requests", params)), "worker control pass"
         )
