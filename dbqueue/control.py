@@ -59,12 +59,19 @@ def raise_if_stopped() -> None:
 
 @dataclass(frozen=True)
 class PausedJob:
-    """A paused job: its id, task, queue and the status it returns to when resumed."""
+    """A paused job: its id, task, queue, the status it returns to when resumed and the mode
+    it was paused with."""
 
     id: str
     task: str
     queue: str
     resume_status: str
+    mode: str
+
+
+def mode_of(control: str | None) -> str:
+    """The pause mode a ``control`` value stands for."""
+    return AGGRESSIVE if control == PAUSE_AGGRESSIVE else GRACEFUL
 
 
 class LocalControl(Protocol):
@@ -154,7 +161,13 @@ class Controller:
 
     def paused_jobs(self, queue: str | None = None) -> list[PausedJob]:
         return [
-            PausedJob(row["id"], row["task"], row["queue"], row["resume_status"] or "pending")
+            PausedJob(
+                row["id"],
+                row["task"],
+                row["queue"],
+                row["resume_status"] or "pending",
+                mode_of(row["control"]),
+            )
             for row in self.app.storage.paused_jobs(queue)
         ]
 

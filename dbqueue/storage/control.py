@@ -108,9 +108,10 @@ class ControlStorage:
         when it is running and its worker was asked to pause it, ("unchanged", state) else."""
 
         def run(conn: Connection) -> tuple[str, JobControlState | None]:
-            if self.run(conn, "pause_job", {"id": job_id}).rowcount:
+            params = {"id": job_id, "control": control}
+            if self.run(conn, "pause_job", params).rowcount:
                 outcome = "paused"
-            elif self.run(conn, "request_pause", {"id": job_id, "control": control}).rowcount:
+            elif self.run(conn, "request_pause", params).rowcount:
                 outcome = "requested"
                 self._announce(conn, f"job:{job_id}")
             else:
@@ -140,7 +141,7 @@ class ControlStorage:
         return self.write(run, "resume job")
 
     def paused_jobs(self, queue: str | None = None) -> list[dict[str, Any]]:
-        """Paused jobs (of one queue), oldest first: id, task, queue, resume_status."""
+        """Paused jobs (of one queue), oldest first: id, task, queue, resume_status, control."""
 
         def run(conn: Connection) -> list[dict[str, Any]]:
             if queue is None:
@@ -150,6 +151,13 @@ class ControlStorage:
             return [dict(row._mapping) for row in rows]
 
         return self.read(run, "paused jobs")
+
+    def landed_pauses(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """Of these jobs, those now paused, with the control value (mode) they paused with."""
+        return self.read(
+            lambda c: {r.id: r.control for r in self.run(c, "landed_pauses", {"ids": list(ids)})},
+            "paused jobs lookup",
+        )
 
     # -- queues -----------------------------------------------------------------------------
 

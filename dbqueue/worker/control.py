@@ -72,6 +72,7 @@ class WorkerControl:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.worker.completer.observer = self.events.finished
         self.worker.app.controller.attach(self)
         self._thread = threading.Thread(target=self._run, name="dbqueue-control", daemon=True)
         self._thread.start()
@@ -137,7 +138,6 @@ class WorkerControl:
 
     def _refresh(self) -> None:
         self.active = self.mode is not None or bool(self.paused_queues) or bool(self.requests)
-        self.events.watch_pauses(bool(self.requests))
 
     # -- told at once by this process's app (dbqueue.control.LocalControl) -----------------------
 

@@ -3,18 +3,20 @@ its own pause and resume.
 
 Job events are built only while someone follows the stream (the control pass says so): claimed
 batches in ``Worker._dispatch``, committed batches through the completer's observer. The
-observer also runs while pause requests on held jobs are known, to send ``job_paused`` when
-such a pause lands. Nothing here runs for a plain job while nobody follows or pauses.
+observer also sends ``job_paused`` when a retry or release landed a pause requested while the
+job ran; a batch of plain completions costs it one scan and no query.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dbqueue import events as ev
 from dbqueue import signals, states
+from dbqueue.control import mode_of
 
 if TYPE_CHECKING:
     from dbqueue.storage import ClaimedJob, Outcome
@@ -22,9 +24,12 @@ if TYPE_CHECKING:
     from dbqueue.worker.control import WorkerControl
     from dbqueue.worker.worker import Worker
 
+logger = logging.getLogger("dbqueue.worker")
+
 #: Longest error message carried by a job.failed or job.retrying event.
 MAX_EVENT_ERROR = 500
-_MODES = {"pause_graceful": "graceful", "pause_aggressive": "aggressive"}
+#: Outcomes that land a pause requested while the job ran.
+_MAY_PAUSE = ("retry", "release")
 
 
 class WorkerEvents:
@@ -35,7 +40,6 @@ class WorkerEvents:
         self.control = control
         #: Whether a subscriber follows the stream: job events are built only then.
         self.on = False
-        self._watching = False
         self._meta: dict[str, tuple[str, str]] = {}
 
     def set_active(self, active: bool) -> None:
@@ -44,18 +48,6 @@ class WorkerEvents:
             self.on = active
             if not active:
                 self._meta.clear()
-            self._install()
-
-    def watch_pauses(self, watching: bool) -> None:
-        """Pause requests on held jobs are known (or no longer): observe what lands."""
-        if watching != self._watching:
-            self._watching = watching
-            self._install()
-
-    def _install(self) -> None:
-        completer = getattr(self.worker, "completer", None)
-        if completer is not None:
-            completer.observer = self.finished if (self.on or self._watching) else None
 
     def started(self, jobs: Sequence[ClaimedJob]) -> None:
         """A claimed batch is about to run."""
@@ -77,23 +69,32 @@ class WorkerEvents:
         self.worker.app.event_bus.emit_many(batch)
 
     def finished(self, batch: Sequence[tuple[Outcome, Receipt]]) -> None:
-        """A committed batch (the completer's observer)."""
-        publish = self.on
+        """A committed batch (the completer's observer). A retry or release may have landed a
+        pause requested from anywhere: those, and only those, are looked up (one read)."""
+        landing = [o.job_id for o, r in batch if o.kind in _MAY_PAUSE and r.result()]
+        paused = self._landed(landing) if landing else {}
+        app = self.worker.app
+        for job_id, pause_mode in paused.items():
+            signals.job_paused.send(app, job_id=job_id, mode=pause_mode)
+        if not self.on:
+            return
         out: list[dict[str, Any]] = []
-        app, now = self.worker.app, time.time()
+        now, meta = time.time(), self._meta
         for outcome, receipt in batch:
-            task, queue = self._meta.pop(outcome.job_id, (None, None)) if publish else (None, None)
-            if not receipt.result():
-                continue
-            mode = None
-            if outcome.kind in ("retry", "release"):
-                mode = _MODES.get(self.control.request_for(outcome.job_id) or "")
-            if mode is not None:
-                signals.job_paused.send(app, job_id=outcome.job_id, mode=mode)
-            if publish:
-                out.append(self._event(outcome, task, queue, mode, now))
+            known = meta.pop(outcome.job_id, None)
+            if receipt.result():
+                task, queue = known if known is not None else (None, None)
+                out.append(self._event(outcome, task, queue, paused.get(outcome.job_id), now))
         if out:
             app.event_bus.emit_many(out)
+
+    def _landed(self, ids: list[str]) -> dict[str, str]:
+        try:
+            found = self.worker.storage.landed_pauses(ids)
+        except Exception as error:
+            logger.warning("Cannot tell which released jobs were paused: %s", error)
+            return {}
+        return {job_id: mode_of(control) for job_id, control in found.items()}
 
     def _event(
         self, outcome: Outcome, task: str | None, queue: str | None, mode: str | None, now: float
@@ -108,10 +109,8 @@ class WorkerEvents:
                 data = {"ignored": True}
         elif kind in ("fail", "retry"):
             kind_name = ev.JOB_FAILED if kind == "fail" else ev.JOB_RETRYING
-            data = {
-                "error_type": outcome.error_type,
-                "error": (outcome.error or "")[:MAX_EVENT_ERROR],
-            }
+            error = (outcome.error or "")[:MAX_EVENT_ERROR]
+            data = {"error_type": outcome.error_type, "error": error}
             if kind == "retry":
                 data["delay"] = outcome.delay
         elif kind == "release":
@@ -131,7 +130,7 @@ class WorkerEvents:
     def worker_event(self, paused: bool, mode: str | None) -> None:
         """This worker was paused or resumed."""
         kind = ev.WORKER_PAUSED if paused else ev.WORKER_RESUMED
-        data = (
-            {"worker_id": self.worker.id, "mode": mode} if paused else {"worker_id": self.worker.id}
-        )
+        data: dict[str, Any] = {"worker_id": self.worker.id}
+        if paused:
+            data["mode"] = mode
         self.worker.app.event_bus.publish_now(ev.encode(kind, worker=self.worker.name, data=data))

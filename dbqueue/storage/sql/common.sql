@@ -42,12 +42,11 @@ WHERE id = :id AND worker = :worker AND status = 'running'
 -- name: retry
 -- running -> retrying: run again after :delay seconds; keep the last error for inspection.
 -- New args (Task.retry(args=...)) replace the payload when given. A job whose pause was
--- requested meanwhile (control) is held: running -> paused, resuming to retrying.
--- (MySQL assigns left to right: control is read before it is cleared.)
+-- requested meanwhile (control, kept as the pause mode) is held: running -> paused, resuming
+-- to retrying.
 UPDATE dbqueue_jobs
 SET status = CASE WHEN control IS NULL THEN 'retrying' ELSE 'paused' END,
     resume_status = CASE WHEN control IS NULL THEN resume_status ELSE 'retrying' END,
-    control = NULL,
     run_at = {now} + :delay, error_type = :error_type, error = :error,
     traceback = :traceback, payload = COALESCE(:payload, payload)
 WHERE id = :id AND worker = :worker AND status = 'running'
@@ -55,11 +54,11 @@ WHERE id = :id AND worker = :worker AND status = 'running'
 -- name: release
 -- running -> pending without using up the attempt: claimed but never started (shutdown, a
 -- pause that landed), stopped (aggressive pause), or rejected with requeue. A job whose pause
--- was requested (control) goes to paused instead, resuming to pending.
+-- was requested (control, kept as the pause mode) goes to paused instead, resuming to pending.
 UPDATE dbqueue_jobs
 SET status = CASE WHEN control IS NULL THEN 'pending' ELSE 'paused' END,
     resume_status = CASE WHEN control IS NULL THEN resume_status ELSE 'pending' END,
-    control = NULL, attempt = attempt - 1, worker = NULL, started_at = NULL
+    attempt = attempt - 1, worker = NULL, started_at = NULL
 WHERE id = :id AND worker = :worker AND status = 'running'
 
 -- name: expire

@@ -2,15 +2,16 @@
 -- Loaded after common.sql; a dialect file overrides a statement by name.
 
 -- name: pause_job
--- pending/retrying/waiting -> paused, remembering the status to restore on resume.
--- (MySQL assigns left to right: resume_status reads status before it changes.)
-UPDATE dbqueue_jobs SET resume_status = status, status = 'paused'
+-- pending/retrying/waiting -> paused, remembering the status to restore on resume and the
+-- mode in control (MySQL assigns left to right: resume_status reads status before it changes).
+UPDATE dbqueue_jobs SET resume_status = status, status = 'paused', control = :control
 WHERE id = :id AND status IN ('pending', 'retrying', 'waiting')
 
 -- name: request_pause
 -- A running job: ask the worker holding it to pause it. Graceful: the run finishes, a retry is
 -- held (retry -> paused). Aggressive: the worker stops the run (release -> paused). An
--- aggressive request is never weakened to a graceful one.
+-- aggressive request is never weakened to a graceful one. On a paused job control keeps the
+-- mode it was paused with, until resumed.
 UPDATE dbqueue_jobs
 SET control = CASE WHEN control = 'pause_aggressive' THEN control ELSE :control END
 WHERE id = :id AND status = 'running'
@@ -34,13 +35,18 @@ SELECT status, resume_status, control, queue FROM dbqueue_jobs WHERE id = :id
 
 -- name: paused_jobs
 -- Paused jobs, oldest first.
-SELECT id, task, queue, resume_status FROM dbqueue_jobs
+SELECT id, task, queue, resume_status, control FROM dbqueue_jobs
 WHERE status = 'paused' ORDER BY created_at, id
 
 -- name: paused_jobs_in
 -- Paused jobs of one queue, oldest first.
-SELECT id, task, queue, resume_status FROM dbqueue_jobs
+SELECT id, task, queue, resume_status, control FROM dbqueue_jobs
 WHERE status = 'paused' AND queue = :queue ORDER BY created_at, id
+
+-- name: landed_pauses
+-- Which of these jobs a retry or release just paused (a pause requested while they ran), and
+-- in which mode: the worker announces them.
+SELECT id, control FROM dbqueue_jobs WHERE id IN :ids AND status = 'paused'
 
 -- name: pause_queue
 -- Pause a queue for every worker: an upsert, so two processes pausing it at once never clash.

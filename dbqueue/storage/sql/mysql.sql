@@ -45,7 +45,7 @@ FOR UPDATE SKIP LOCKED
 -- name: reap
 -- running -> pending (or failed once the retry budget is spent) for the rows reap_lock locked;
 -- the lost run counts as an attempt; a job whose pause was requested (control) goes to paused.
--- MySQL assigns left to right: control is read before it is cleared, worker cleared last.
+-- MySQL assigns left to right: resume_status reads the new status, worker is cleared last.
 UPDATE dbqueue_jobs
 SET error = CONCAT('Worker exited prematurely: worker ', COALESCE(worker, '?'),
                    ' stopped heartbeating during attempt ', attempt),
@@ -55,7 +55,6 @@ SET error = CONCAT('Worker exited prematurely: worker ', COALESCE(worker, '?'),
     status = CASE WHEN max_retries IS NOT NULL AND attempt > max_retries THEN 'failed'
                   WHEN control IS NOT NULL THEN 'paused' ELSE 'pending' END,
     resume_status = CASE WHEN status = 'paused' THEN 'pending' ELSE resume_status END,
-    control = NULL,
     worker = NULL
 WHERE id IN :ids
 

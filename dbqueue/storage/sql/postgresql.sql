@@ -66,7 +66,6 @@ UPDATE dbqueue_jobs AS j
 SET status = CASE WHEN j.max_retries IS NOT NULL AND j.attempt > j.max_retries THEN 'failed'
                   WHEN j.control IS NOT NULL THEN 'paused' ELSE 'pending' END,
     resume_status = CASE WHEN j.control IS NOT NULL THEN 'pending' ELSE j.resume_status END,
-    control = NULL,
     error_type = 'dbqueue.exceptions.WorkerLostError',
     error = 'Worker exited prematurely: worker ' || COALESCE(j.worker, '?')
             || ' stopped heartbeating during attempt ' || j.attempt,

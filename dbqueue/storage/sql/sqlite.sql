@@ -27,7 +27,6 @@ UPDATE dbqueue_jobs
 SET status = CASE WHEN max_retries IS NOT NULL AND attempt > max_retries THEN 'failed'
                   WHEN control IS NOT NULL THEN 'paused' ELSE 'pending' END,
     resume_status = CASE WHEN control IS NOT NULL THEN 'pending' ELSE resume_status END,
-    control = NULL,
     error_type = 'dbqueue.exceptions.WorkerLostError',
     error = 'Worker exited prematurely: worker ' || COALESCE(worker, '?')
             || ' stopped heartbeating during attempt ' || attempt,
