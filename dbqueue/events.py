@@ -248,6 +248,7 @@ class EventStream:
         self._listener: Any = None
         storage = app.storage
         self._table = not storage.notifies
+        self._scope = storage.event_scope
         self._tracker = _SeqTracker(storage.last_event_seq() if self._table else 0)
         storage.forget_dead_subscribers(SUBSCRIBER_AGE)
         if not self._table:
@@ -320,10 +321,13 @@ class EventStream:
 
     def _notified(self, channel: str, payload: str) -> None:
         try:
-            events = json.loads(payload)
-        except ValueError:
+            message = json.loads(payload)
+            if message.get("scope") != self._scope:
+                return  # an app in another schema of the same database
+            events = list(message["events"])
+        except (ValueError, AttributeError, KeyError, TypeError):
             return
-        for raw in events if isinstance(events, list) else [events]:
+        for raw in events:
             self._deliver(raw)
 
     def _run(self) -> None:

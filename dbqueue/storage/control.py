@@ -25,7 +25,7 @@ CONTROL_CHANNEL = "dbqueue_control"
 #: Channel the event stream travels on (PostgreSQL).
 EVENTS_CHANNEL = "dbqueue_events"
 #: Statements only PostgreSQL has (the others keep events in dbqueue_events and poll).
-POSTGRESQL_ONLY = ("notify_events", "notify_control", "notify_queue")
+POSTGRESQL_ONLY = ("notify_events", "notify_control", "notify_queue", "current_schema")
 #: NOTIFY payloads must stay under 8000 bytes.
 MAX_NOTIFY_PAYLOAD = 7900
 #: The values of the ``control`` column.
@@ -84,6 +84,18 @@ class ControlStorage:
     def notifies(self) -> bool:
         """Whether this database carries notifications (PostgreSQL with broker_notify on)."""
         return self.family == "postgresql" and self.notify
+
+    @property
+    def event_scope(self) -> str:
+        """What tells this app's notified events from those of an app in another schema of the
+        same PostgreSQL database (channels are database-wide): the schema's name."""
+        scope: str | None = getattr(self, "_event_scope", None)
+        if scope is None:
+            scope = ""
+            if self.notifies:
+                scope = str(self.read(lambda c: self.run(c, "current_schema").scalar(), "schema"))
+            self._event_scope = scope
+        return scope
 
     def _announce(self, conn: Connection, payload: str) -> None:
         """Workers: run your control pass now (PostgreSQL); elsewhere they poll."""
@@ -263,7 +275,7 @@ class ControlStorage:
         if not events:
             return
         if self.notifies:
-            payloads = _chunks(events)
+            payloads = _chunks(events, self.event_scope)
             self.write(
                 lambda c: self.run(c, "notify_events", {"payloads": payloads}), "publish events"
             )
@@ -287,20 +299,22 @@ class ControlStorage:
         self.write(lambda c: self.run(c, "prune_events", {"age": age}), "prune events")
 
 
-def _chunks(events: Sequence[dict[str, Any]]) -> list[str]:
-    """JSON arrays of events, each small enough for one NOTIFY payload."""
+def _chunks(events: Sequence[dict[str, Any]], scope: str) -> list[str]:
+    """``{"scope": ..., "events": [...]}`` payloads, each small enough for one NOTIFY (an event
+    too large for one on its own is dropped: custom events are capped well below)."""
+    head = '{"scope":' + json.dumps(scope) + ',"events":['
     payloads: list[str] = []
     current: list[str] = []
-    size = 2
+    size = len(head) + 2
     for event in events:
         text = json.dumps(event, separators=(",", ":"))
-        if len(text) + 2 > MAX_NOTIFY_PAYLOAD:
+        if len(head) + len(text) + 2 > MAX_NOTIFY_PAYLOAD:
             continue
         if current and size + len(text) + 1 > MAX_NOTIFY_PAYLOAD:
-            payloads.append("[" + ",".join(current) + "]")
-            current, size = [], 2
+            payloads.append(head + ",".join(current) + "]}")
+            current, size = [], len(head) + 2
         current.append(text)
         size += len(text) + 1
     if current:
-        payloads.append("[" + ",".join(current) + "]")
+        payloads.append(head + ",".join(current) + "]}")
     return payloads

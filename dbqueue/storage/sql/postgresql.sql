@@ -86,8 +86,14 @@ FROM unnest(CAST(:ids AS text[]), CAST(:results AS bytea[]), CAST(:result_types 
 WHERE j.id = v.id AND j.worker = :worker AND j.status = 'running'
 RETURNING j.id
 
+-- name: current_schema
+-- The schema the tables live in: notification channels are database-wide, so events say
+-- which schema's app they belong to.
+SELECT current_schema()
+
 -- name: notify_events
--- Publish a batch of events: each payload is a JSON array of events under 8000 bytes.
+-- Publish a batch of events: each payload is {"scope": schema, "events": [...]}, under 8000
+-- bytes.
 SELECT pg_notify('dbqueue_events', p) FROM unnest(CAST(:payloads AS text[])) AS p
 
 -- name: notify_control
