@@ -1,0 +1,195 @@
+"""The parts of pause/stop and the event stream that need no server: the event wire form,
+NOTIFY payload chunking, reading a sequence with late commits, raising into a job's thread
+only while its body runs, the runner's gate, and raise_if_stopped."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from dbqueue import control
+from dbqueue.events import GAP_PATIENCE, Event, _SeqTracker, encode
+from dbqueue.exceptions import JobStopped
+from dbqueue.request import Context, pop, push
+from dbqueue.storage import ClaimedJob, Outcome
+from dbqueue.storage.control import MAX_NOTIFY_PAYLOAD, _chunks
+from dbqueue.worker.completer import Receipt
+from dbqueue.worker.limits import Guard, Watchdog
+from dbqueue.worker.runner import JobRunner
+
+# --- events on the wire ---------------------------------------------------------------------------
+
+
+def test_an_event_survives_its_wire_form() -> None:
+    event = Event("job.failed", 12.5, "j1", "t", "q", "w@h", None, {"error": "boom"})
+    raw = json.loads(json.dumps(event.to_dict()))
+    assert raw == {
+        "type": "job.failed",
+        "ts": 12.5,
+        "job_id": "j1",
+        "task": "t",
+        "queue": "q",
+        "worker": "w@h",
+        "data": {"error": "boom"},
+    }
+    assert Event.from_dict(raw) == event
+
+
+def test_encode_leaves_out_what_is_not_set() -> None:
+    assert encode("queue.paused", queue="q", ts=1.0, data={}) == {
+        "type": "queue.paused",
+        "ts": 1.0,
+        "queue": "q",
+    }
+
+
+def test_chunks_fit_one_notify_each_and_keep_every_event_in_order() -> None:
+    events = [{"type": "job.completed", "job_id": f"{n:036d}", "ts": n} for n in range(600)]
+    payloads = _chunks(events, "schema_1")
+    assert len(payloads) > 1
+    seen = []
+    for payload in payloads:
+        assert len(payload) <= MAX_NOTIFY_PAYLOAD
+        message = json.loads(payload)
+        assert message["scope"] == "schema_1"
+        seen.extend(message["events"])
+    assert seen == events
+
+
+def test_an_event_too_large_for_a_notification_is_left_out() -> None:
+    huge = {"type": "custom", "data": {"blob": "x" * MAX_NOTIFY_PAYLOAD}}
+    small = {"type": "custom", "ts": 1}
+    [payload] = _chunks([huge, small], "")
+    assert json.loads(payload)["events"] == [small]
+
+
+# --- reading the event table ----------------------------------------------------------------------
+
+
+def test_seq_tracker_yields_each_number_once_and_waits_for_a_gap() -> None:
+    tracker = _SeqTracker(10)
+    assert [s for s in (11, 13, 14) if tracker.accept(s)] == [11, 13, 14]
+    tracker.advance(now=100.0)
+    assert tracker.low == 11, "12 may still commit: keep reading from 11"
+    assert not tracker.accept(13) and not tracker.accept(11)
+    assert tracker.accept(12), "a late commit inside the patience is delivered"
+    tracker.advance(now=101.0)
+    assert (tracker.low, tracker.seen) == (14, set())
+
+
+def test_seq_tracker_gives_up_on_a_gap_after_its_patience() -> None:
+    tracker = _SeqTracker(0)
+    tracker.accept(2)
+    tracker.advance(now=50.0)
+    assert tracker.low == 0
+    tracker.advance(now=50.0 + GAP_PATIENCE / 2)
+    assert tracker.low == 0
+    tracker.advance(now=50.0 + GAP_PATIENCE)
+    assert tracker.low == 2, "1 was rolled back: move on"
+    assert not tracker.accept(1)
+
+
+# --- raising into a job's thread ------------------------------------------------------------------
+
+
+def test_interrupt_reaches_only_the_armed_body_and_only_once() -> None:
+    watchdog = Watchdog()
+    entered, outcome = threading.Event(), {}
+
+    def body() -> None:
+        guard = Guard(watchdog, None, None, "job-1")
+        try:
+            with guard:
+                entered.set()
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    time.sleep(0.005)
+            outcome["result"] = "ran to the end"
+        except JobStopped:
+            outcome["result"] = "stopped"
+        outcome["after"] = watchdog.interrupt("job-1", JobStopped)
+
+    try:
+        assert watchdog.interrupt("job-1", JobStopped) is False, "nothing runs it yet"
+        thread = threading.Thread(target=body)
+        thread.start()
+        assert entered.wait(5)
+        assert watchdog.interrupt("job-1", JobStopped) is True
+        assert watchdog.interrupt("job-1", JobStopped) is True, "asking twice raises once"
+        thread.join(5)
+        assert outcome == {"result": "stopped", "after": False}
+    finally:
+        watchdog.stop()
+
+
+# --- the runner's gate ----------------------------------------------------------------------------
+
+
+class HoldingControl:
+    """A worker control whose gate holds every job."""
+
+    active = True
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def holds(self, job: ClaimedJob) -> bool:
+        return True
+
+    def hold_receipt(self, job: ClaimedJob, commit: Any) -> Receipt:
+        self.held.append(job.id)
+        receipt: Receipt = commit(Outcome("release", job.id), True)
+        return receipt
+
+
+def test_the_runner_releases_a_held_job_without_running_it(app) -> None:
+    ran: list[int] = []
+
+    @app.task(name="gated")
+    def gated() -> None:
+        ran.append(1)
+
+    committed: list[Outcome] = []
+
+    def commit(outcome: Outcome, wait: bool) -> Receipt:
+        committed.append(outcome)
+        return Receipt.resolved(True)
+
+    gate = HoldingControl()
+    runner = JobRunner(app, "host", "worker-id", commit, None, gate)  # type: ignore[arg-type]
+    job = ClaimedJob(
+        "j1", "gated", "q", 0, b"[[], {}, {}]", "application/json", 1, 3, 0.0, None, 0.0, None, None
+    )
+    runner.run(job)
+    assert ran == []
+    assert gate.held == ["j1"]
+    assert [(o.kind, o.job_id) for o in committed] == [("release", "j1")]
+
+
+# --- stop checks at durable boundaries -----------------------------------------------------------
+
+
+def test_raise_if_stopped_stops_only_the_job_asked_to_stop() -> None:
+    token = push(Context(id="mine"))
+    try:
+        control.raise_if_stopped()
+        assert not control.stop_requested()
+        control._stopping.add("someone-else")
+        control.raise_if_stopped()
+        control._stopping.add("mine")
+        assert control.stop_requested()
+        with pytest.raises(JobStopped, match="job mine was stopped"):
+            control.raise_if_stopped()
+    finally:
+        control._stopping.difference_update({"mine", "someone-else"})
+        pop(token)
+    assert not control.stop_requested("mine")
+
+
+@pytest.mark.parametrize("mode", ["graceful", "aggressive"])
+def test_check_mode_accepts_the_two_modes(mode: str) -> None:
+    assert control.check_mode(mode) == mode
