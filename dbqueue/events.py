@@ -192,13 +192,18 @@ class EventBus:
             logger.warning("Could not publish a %s event: %s", event.get("type"), error)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Publish what is queued, then stop the publisher thread."""
+        """Publish what is queued, then stop the publisher thread (a later event starts it
+        again)."""
         with self._cond:
             self._closing = True
             self._cond.notify()
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
+        with self._cond:
+            self._closing = False
+            if self._thread is thread:
+                self._thread = None
 
     def _run(self) -> None:
         last = 0.0

@@ -83,6 +83,7 @@ class WorkerControl:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(5.0)
+        self.worker.app.event_bus.close()
         self.events.set_active(False)
 
     def notified(self) -> None:

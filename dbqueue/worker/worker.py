@@ -542,8 +542,8 @@ class Worker:
             self._release(leftover)
         # Threads still stuck in released jobs are not waited for: the process exits next.
         self.pool.stop(0.0 if leftover else 5.0)
-        self.control.stop()
         self.completer.stop()
+        self.control.stop()
         self.maintenance.stop()
         if self.listener is not None:
             self.listener.stop()
