@@ -437,13 +437,11 @@ def pause_job(
 def resume_job(ctx: click.Context, app_spec: str | None, broker: str | None, job_id: str) -> None:
     """Resume job JOB_ID in the status it was paused in."""
     app = _load_app(ctx, app_spec, broker, existing=True)
-    resumed = app.resume_job(job_id)
+    if app.resume_job(job_id):
+        click.echo(f"Job {job_id} resumed.")
+        return
     state = app.storage.job_control_state(job_id)
-    status = state.status if state is not None else "gone"
-    if resumed:
-        click.echo(f"Job {job_id} resumed ({status}).")
-    else:
-        click.echo(f"Job {job_id} is not paused ({status}).")
+    click.echo(f"Job {job_id} is not paused ({state.status if state else 'gone'}).")
 
 
 @main.command()

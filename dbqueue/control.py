@@ -99,7 +99,7 @@ class Controller:
         if control in self._locals:
             self._locals.remove(control)
 
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: events.Row) -> None:
         self.app.event_bus.publish_now(event)
 
     # -- jobs -------------------------------------------------------------------------------
@@ -243,10 +243,11 @@ class Controller:
     def emit_custom_event(
         self, job_id: str | None, kind: str, data: dict[str, Any] | None = None
     ) -> None:
-        """Publish a custom event (from a job: ``job_id`` defaults to the running job's)."""
+        """Publish a custom event before returning (from a job: ``job_id`` defaults to the
+        running job's)."""
         if job_id is None:
             request = current_request()
             job_id = request.id if request is not None else None
         event = events.custom_event(job_id, kind, data)
-        signals.custom_event.send(self.app, job_id=job_id, kind=kind, data=event.get("data", {}))
-        self.app.event_bus.emit(event)
+        signals.custom_event.send(self.app, job_id=job_id, kind=kind, data=event[7])
+        self.app.event_bus.publish_now(event, fresh=False)

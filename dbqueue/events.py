@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dbqueue import signals
 from dbqueue.storage.control import EVENTS_CHANNEL
@@ -73,10 +72,26 @@ PRUNE_INTERVAL = 10.0
 MAX_CUSTOM_DATA = 4000
 
 
-@dataclass(frozen=True)
-class Event:
+#: An event's wire form, a JSON array: (type, timestamp, job_id, task, queue, worker, kind,
+#: data). Publishing and reading a batch is then one json.dumps / json.loads call. A row whose
+#: job_id is a list stands for one event per id (a worker groups a batch of jobs that share
+#: everything else, so a claim or commit of 500 jobs costs little more than one event).
+Row = tuple[
+    str,
+    float,
+    str | list[str] | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    dict[str, Any],
+]
+
+
+class Event(NamedTuple):
     """One thing that happened. ``type`` is one of the ``JOB_*``, ``QUEUE_*``, ``WORKER_*``
-    constants, ``checkpoint.saved`` or ``custom`` (whose ``kind`` is the caller's)."""
+    constants, ``checkpoint.saved`` or ``custom`` (whose ``kind`` is the caller's); ``data``
+    holds the details (attempt, error, mode, ...)."""
 
     type: str
     timestamp: float
@@ -85,46 +100,35 @@ class Event:
     queue: str | None = None
     worker: str | None = None
     kind: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form: only the fields that are set."""
-        return encode(
-            self.type,
-            self.job_id,
-            task=self.task,
-            queue=self.queue,
-            worker=self.worker,
-            kind=self.kind,
-            data=self.data,
-            ts=self.timestamp,
-        )
+        """The fields that are set, as a dict (``dbqueue events --json``)."""
+        return {k: v for k, v in self._asdict().items() if v is not None and v != {}}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Event:
-        return cls(
-            type=str(raw["type"]),
-            timestamp=float(raw.get("ts", 0.0)),
-            job_id=raw.get("job_id"),
-            task=raw.get("task"),
-            queue=raw.get("queue"),
-            worker=raw.get("worker"),
-            kind=raw.get("kind"),
-            data=dict(raw.get("data") or {}),
-        )
+    def from_row(cls, row: Sequence[Any]) -> Event:
+        """An event from its wire form; ValueError/TypeError if it is not one."""
+        event = cls._make(row)
+        if not isinstance(event.type, str) or not isinstance(event.data, dict):
+            raise ValueError(f"not an event: {row!r}")
+        return event
 
 
 def encode(
-    type: str, job_id: str | None = None, ts: float | None = None, **fields: Any
-) -> dict[str, Any]:
-    """An event's wire form (a dict); fields that are None or empty are left out."""
-    event: dict[str, Any] = {"type": type, "ts": time.time() if ts is None else ts}
-    if job_id is not None:
-        event["job_id"] = job_id
-    for name, value in fields.items():
-        if value is not None and value != {}:
-            event[name] = value
-    return event
+    type: str,
+    job_id: str | None = None,
+    *,
+    ts: float | None = None,
+    task: str | None = None,
+    queue: str | None = None,
+    worker: str | None = None,
+    kind: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Row:
+    """An event's wire form."""
+    stamp = time.time() if ts is None else ts
+    return (type, stamp, job_id, task, queue, worker, kind, data or {})
 
 
 class EventBus:
@@ -133,7 +137,7 @@ class EventBus:
     def __init__(self, app: DBQueue) -> None:
         self.app = app
         self._cond = threading.Condition()
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Row] = []
         self._thread: threading.Thread | None = None
         self._closing = False
         self._managed = False
@@ -161,12 +165,12 @@ class EventBus:
         """A worker's control pass keeps the subscriber flag current: no lookups of our own."""
         self._managed, self._active = True, active
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Row) -> None:
         """Publish one event (wire form) soon, if anyone subscribes."""
         if self.active:
             self.emit_many([event])
 
-    def emit_many(self, events: list[dict[str, Any]]) -> None:
+    def emit_many(self, events: list[Row]) -> None:
         """Queue events for the next flush; the caller checked :attr:`active`."""
         if not events:
             return
@@ -179,17 +183,22 @@ class EventBus:
                 self._thread.start()
             self._cond.notify()
 
-    def publish_now(self, event: dict[str, Any]) -> None:
-        """Publish a rare event (a pause, a resume) before returning, looking up subscribers
-        afresh so one that subscribed a moment ago gets it; never raises."""
+    def publish_now(self, event: Row, fresh: bool = True) -> None:
+        """Publish one event before returning (ordered before what the caller does next);
+        never raises. ``fresh``: look up subscribers now (rare events: a pause, a resume), so
+        one that subscribed a moment ago gets it; else trust :attr:`active`."""
         storage = self.app.storage
         try:
-            known = self._managed and self._active
-            if not known and storage.count_subscribers(SUBSCRIBER_AGE) == 0:
+            if fresh and not (self._managed and self._active):
+                if storage.count_subscribers(SUBSCRIBER_AGE) == 0:
+                    return
+            elif not fresh and not self.active:
                 return
-            storage.publish_events([event])
+            with self._cond:
+                batch, self._pending = [*self._pending, event], []
+            storage.publish_events(batch)
         except Exception as error:
-            logger.warning("Could not publish a %s event: %s", event.get("type"), error)
+            logger.warning("Could not publish a %s event: %s", event[0], error)
 
     def close(self, timeout: float = 5.0) -> None:
         """Publish what is queued, then stop the publisher thread (a later event starts it
@@ -220,7 +229,7 @@ class EventBus:
             last = time.monotonic()
             self._publish(batch)
 
-    def _publish(self, batch: list[dict[str, Any]]) -> None:
+    def _publish(self, batch: list[Row]) -> None:
         try:
             self.app.storage.publish_events(batch)
             self._failures = 0
@@ -248,7 +257,9 @@ class EventStream:
         self.id = str(uuid.uuid4())
         self.types = frozenset(types) if types else None
         self.dropped = 0
-        self._queue: queue.Queue[Event] = queue.Queue(maxsize=buffer)
+        self._buffer: deque[Event] = deque()
+        self._capacity = buffer
+        self._ready = threading.Event()
         self._stop = threading.Event()
         self._listener: Any = None
         storage = app.storage
@@ -270,10 +281,19 @@ class EventStream:
 
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event, or None after ``timeout`` seconds (None: wait as long as it takes)."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self._buffer.popleft()
+            except IndexError:
+                pass
+            self._ready.clear()
+            if self._buffer:
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._ready.wait(remaining)
 
     def __iter__(self) -> Iterator[Event]:
         while not self._stop.is_set():
@@ -311,29 +331,38 @@ class EventStream:
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def _deliver(self, raw: dict[str, Any]) -> None:
-        try:
-            event = Event.from_dict(raw)
-        except (KeyError, TypeError, ValueError):
-            logger.debug("Ignoring a malformed event: %r", raw)
-            return
-        if self.types is not None and event.type not in self.types:
-            return
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self.dropped += 1
+    def _deliver(self, rows: Sequence[Any]) -> None:
+        """Buffer a batch of events (wire rows); beyond ``buffer`` waiting, new ones drop."""
+        events: list[Event] = []
+        types = self.types
+        for row in rows:
+            try:
+                if types is not None and row[0] not in types:
+                    continue
+                ids = row[2]
+                if isinstance(ids, list):
+                    events.extend(Event.from_row([row[0], row[1], i, *row[3:]]) for i in ids)
+                else:
+                    events.append(Event.from_row(row))
+            except (TypeError, ValueError, IndexError):
+                logger.debug("Ignoring a malformed event: %r", row)
+        room = max(self._capacity - len(self._buffer), 0)
+        if len(events) > room:
+            self.dropped += len(events) - room
+            events = events[:room]
+        if events:
+            self._buffer.extend(events)
+            self._ready.set()
 
     def _notified(self, channel: str, payload: str) -> None:
         try:
             message = json.loads(payload)
             if message.get("scope") != self._scope:
                 return  # an app in another schema of the same database
-            events = list(message["events"])
+            rows = list(message["events"])
         except (ValueError, AttributeError, KeyError, TypeError):
             return
-        for raw in events:
-            self._deliver(raw)
+        self._deliver(rows)
 
     def _run(self) -> None:
         """Heartbeat the subscription; read the event table where there are no notifications."""
@@ -358,12 +387,14 @@ class EventStream:
 
     def _read_table(self) -> None:
         tracker = self._tracker
-        for seq, body in self.app.storage.read_events(tracker.low, limit=5000):
+        for seq, body in self.app.storage.read_events(tracker.low, limit=1000):
             if tracker.accept(seq):
                 try:
-                    self._deliver(json.loads(body))
+                    rows = json.loads(body)
                 except ValueError:
                     continue
+                if isinstance(rows, list):
+                    self._deliver(rows)
         tracker.advance(time.monotonic())
 
 
@@ -398,7 +429,7 @@ class _SeqTracker:
             self.advance(now)
 
 
-def custom_event(job_id: str | None, kind: str, data: dict[str, Any] | None) -> dict[str, Any]:
+def custom_event(job_id: str | None, kind: str, data: dict[str, Any] | None) -> Row:
     """A custom event's wire form; a clear error for a bad kind or data."""
     if not isinstance(kind, str) or not kind.strip():
         raise ValueError(f"a custom event needs a non-empty kind (a string), got {kind!r}")
@@ -446,7 +477,8 @@ def _on_checkpoint_saved(sender: Any, **kwargs: Any) -> None:
     kwargs.pop("signal", None)
     job_id = kwargs.pop("job_id", None)
     data = {k: v for k, v in kwargs.items() if isinstance(v, str | int | float | bool)}
-    bus.emit(encode(CHECKPOINT_SAVED, job_id, task=getattr(sender, "name", None), data=data))
+    task = getattr(sender, "name", None)
+    bus.emit(encode(CHECKPOINT_SAVED, job_id, task=task, data=data, worker=_hostname()))
 
 
 def bus_for(app: DBQueue, cache: dict[int, EventBus]) -> EventBus:

@@ -28,6 +28,8 @@ EVENTS_CHANNEL = "dbqueue_events"
 POSTGRESQL_ONLY = ("notify_events", "notify_control", "notify_queue", "current_schema")
 #: NOTIFY payloads must stay under 8000 bytes.
 MAX_NOTIFY_PAYLOAD = 7900
+#: Events per row of the event table.
+TABLE_BATCH = 1000
 #: The values of the ``control`` column.
 PAUSE_GRACEFUL = "pause_graceful"
 PAUSE_AGGRESSIVE = "pause_aggressive"
@@ -270,8 +272,9 @@ class ControlStorage:
             )
         )
 
-    def publish_events(self, events: Sequence[dict[str, Any]]) -> None:
-        """Publish a batch of events in one statement: NOTIFY payloads, or a multi-row INSERT."""
+    def publish_events(self, events: Sequence[Sequence[Any]]) -> None:
+        """Publish a batch of events (wire rows) in one statement: NOTIFY payloads of JSON
+        arrays, or a multi-row INSERT of JSON arrays of up to TABLE_BATCH events each."""
         if not events:
             return
         if self.notifies:
@@ -280,7 +283,10 @@ class ControlStorage:
                 lambda c: self.run(c, "notify_events", {"payloads": payloads}), "publish events"
             )
             return
-        rows = [{"body": json.dumps(event, separators=(",", ":"))} for event in events]
+        rows = [
+            {"body": json.dumps(events[i : i + TABLE_BATCH], separators=(",", ":"))}
+            for i in range(0, len(events), TABLE_BATCH)
+        ]
         self.write(lambda c: self.run(c, "insert_event", rows), "publish events")
 
     def read_events(self, after: int, limit: int = 1000) -> list[tuple[int, str]]:
@@ -299,22 +305,34 @@ class ControlStorage:
         self.write(lambda c: self.run(c, "prune_events", {"age": age}), "prune events")
 
 
-def _chunks(events: Sequence[dict[str, Any]], scope: str) -> list[str]:
-    """``{"scope": ..., "events": [...]}`` payloads, each small enough for one NOTIFY (an event
-    too large for one on its own is dropped: custom events are capped well below)."""
-    head = '{"scope":' + json.dumps(scope) + ',"events":['
+def _chunks(events: Sequence[Sequence[Any]], scope: str) -> list[str]:
+    """``{"scope": ..., "events": [...]}`` payloads in order, each under MAX_NOTIFY_PAYLOAD: the
+    batch is serialized at once and split by size (an event too large on its own is dropped;
+    custom events are capped well below)."""
+    head = '{"scope":' + json.dumps(scope) + ',"events":'
+    budget = MAX_NOTIFY_PAYLOAD - len(head) - 1
     payloads: list[str] = []
-    current: list[str] = []
-    size = len(head) + 2
-    for event in events:
-        text = json.dumps(event, separators=(",", ":"))
-        if len(head) + len(text) + 2 > MAX_NOTIFY_PAYLOAD:
+    pending: list[Sequence[Sequence[Any]]] = [events]
+    while pending:
+        part = pending.pop()
+        text = json.dumps(part, separators=(",", ":"))
+        if len(text) <= budget:
+            payloads.append(head + text + "}")
             continue
-        if current and size + len(text) + 1 > MAX_NOTIFY_PAYLOAD:
-            payloads.append(head + ",".join(current) + "]}")
-            current, size = [], len(head) + 2
-        current.append(text)
-        size += len(text) + 1
-    if current:
-        payloads.append(head + ",".join(current) + "]}")
+        if len(part) == 1:
+            part = _split_group(part[0])
+            if len(part) == 1:
+                continue
+        pieces = min(len(part), -(-len(text) * 10 // (budget * 9)))
+        step = -(-len(part) // pieces)
+        pending.extend(part[i : i + step] for i in reversed(range(0, len(part), step)))
     return payloads
+
+
+def _split_group(row: Sequence[Any]) -> list[Sequence[Any]]:
+    """A grouped row (a list of job ids) as two rows with half the ids each; else as is."""
+    ids = row[2]
+    if not isinstance(ids, list) or len(ids) < 2:
+        return [row]
+    half = len(ids) // 2
+    return [(row[0], row[1], ids[:half], *row[3:]), (row[0], row[1], ids[half:], *row[3:])]

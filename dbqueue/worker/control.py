@@ -72,8 +72,14 @@ class WorkerControl:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Attach to the app, run a first control pass (so the worker claims nothing before it
+        knows its pause state and whether anyone follows events), then keep passing."""
         self.worker.completer.observer = self.events.finished
         self.worker.app.controller.attach(self)
+        try:
+            self.control_pass()
+        except Exception as error:
+            logger.warning("Control pass failed: %s", error)
         self._thread = threading.Thread(target=self._run, name="dbqueue-control", daemon=True)
         self._thread.start()
 
@@ -93,12 +99,14 @@ class WorkerControl:
     def _run(self) -> None:
         interval = float(self.worker.app.conf.worker_control_interval)
         while not self._halt.is_set():
+            self._wake.wait(interval)
             self._wake.clear()
+            if self._halt.is_set():
+                return
             try:
                 self.control_pass()
             except Exception as error:
                 logger.warning("Control pass failed: %s", error)
-            self._wake.wait(interval)
 
     # -- the control pass ----------------------------------------------------------------------
 

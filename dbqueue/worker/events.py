@@ -50,23 +50,24 @@ class WorkerEvents:
                 self._meta.clear()
 
     def started(self, jobs: Sequence[ClaimedJob]) -> None:
-        """A claimed batch is about to run."""
-        name, now, meta = self.worker.name, time.time(), self._meta
-        batch = []
+        """A claimed batch is about to run: one row per (task, queue, attempt)."""
+        meta = self._meta
+        groups: dict[tuple[str, str, int], list[str]] = {}
         for job in jobs:
             meta[job.id] = (job.task, job.queue)
-            batch.append(
-                ev.encode(
-                    ev.JOB_STARTED,
-                    job.id,
-                    ts=now,
-                    task=job.task,
-                    queue=job.queue,
-                    worker=name,
-                    data={"attempt": job.attempt},
-                )
-            )
-        self.worker.app.event_bus.emit_many(batch)
+            key = (job.task, job.queue, job.attempt)
+            ids = groups.get(key)
+            if ids is None:
+                groups[key] = [job.id]
+            else:
+                ids.append(job.id)
+        name, now = self.worker.name, time.time()
+        self.worker.app.event_bus.emit_many(
+            [
+                (ev.JOB_STARTED, now, ids, task, queue, name, None, {"attempt": attempt})
+                for (task, queue, attempt), ids in groups.items()
+            ]
+        )
 
     def finished(self, batch: Sequence[tuple[Outcome, Receipt]]) -> None:
         """A committed batch (the completer's observer). A retry or release may have landed a
@@ -78,13 +79,24 @@ class WorkerEvents:
             signals.job_paused.send(app, job_id=job_id, mode=pause_mode)
         if not self.on:
             return
-        out: list[dict[str, Any]] = []
-        now, meta = time.time(), self._meta
+        out: list[ev.Row] = []
+        completed: dict[tuple[str | None, str | None], list[str]] = {}
+        now, meta, name = time.time(), self._meta, self.worker.name
         for outcome, receipt in batch:
             known = meta.pop(outcome.job_id, None)
-            if receipt.result():
-                task, queue = known if known is not None else (None, None)
+            if not receipt.result():
+                continue
+            task, queue = known if known is not None else (None, None)
+            if outcome.kind == "complete" and outcome.error_type is None:
+                ids = completed.get((task, queue))
+                if ids is None:
+                    completed[(task, queue)] = [outcome.job_id]
+                else:
+                    ids.append(outcome.job_id)
+            else:
                 out.append(self._event(outcome, task, queue, paused.get(outcome.job_id), now))
+        for (task, queue), ids in completed.items():
+            out.append((ev.JOB_COMPLETED, now, ids, task, queue, name, None, {}))
         if out:
             app.event_bus.emit_many(out)
 
@@ -98,7 +110,7 @@ class WorkerEvents:
 
     def _event(
         self, outcome: Outcome, task: str | None, queue: str | None, mode: str | None, now: float
-    ) -> dict[str, Any]:
+    ) -> ev.Row:
         kind = outcome.kind
         data: dict[str, Any] = {}
         if mode is not None:
@@ -117,15 +129,7 @@ class WorkerEvents:
             kind_name = ev.JOB_RELEASED
         else:
             kind_name, data = ev.JOB_CANCELLED, {"expired": True}
-        return ev.encode(
-            kind_name,
-            outcome.job_id,
-            ts=now,
-            task=task,
-            queue=queue,
-            worker=self.worker.name,
-            data=data,
-        )
+        return (kind_name, now, outcome.job_id, task, queue, self.worker.name, None, data)
 
     def worker_event(self, paused: bool, mode: str | None) -> None:
         """This worker was paused or resumed."""
