@@ -9,6 +9,10 @@ and the workers start; throughput = N / (last job start - first job start), as i
 ``benchmarks/run.py``. Runs alternate between the two modes so drift on a shared machine hits
 both alike; the median of each mode and their ratio are reported, with the number of events
 the consumer received (it must see a started and a completed event per job).
+
+On a shared machine the throughput of one run moves by tens of percent, so each run also
+reports the CPU time its worker processes spent per job (and the consumer's, when attached):
+that figure hardly depends on what else the machine is doing. Both include process start-up.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -47,6 +52,12 @@ from benchmarks.systems.dbqueue_system import DbqueuePostgres
 
 RESULTS = Path(__file__).resolve().parent / "results" / "events.md"
 MODES = ("none", "consumer")
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the child processes that have exited and been reaped."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class EventsBench:
@@ -102,6 +113,7 @@ class EventsBench:
                     "the event consumer to subscribe",
                 )
             reader = RecordReader(records)
+            started = children_cpu()
             with running(self.config.commands, env, logs) as workers:
 
                 def finished() -> bool:
@@ -110,10 +122,16 @@ class EventsBench:
                     return len(reader.values) >= jobs
 
                 wait_until(finished, self.args.timeout, f"{jobs} jobs to run")
+            worker_cpu = children_cpu() - started
             # Completion events of the last batch may still be on their way.
             time.sleep(0.5)
+        consumer_cpu = children_cpu() - started - worker_cpu
         stamps = [record.timestamp for record in reader.records]
-        result: dict[str, Any] = {"rate": jobs / (max(stamps) - min(stamps))}
+        result: dict[str, Any] = {
+            "rate": jobs / (max(stamps) - min(stamps)),
+            "worker_us": worker_cpu / jobs * 1e6,
+            "consumer_us": consumer_cpu / jobs * 1e6,
+        }
         if consumer:
             if not counts_file.exists():
                 raise BenchError(f"the consumer wrote no counts; see {logs}")
@@ -127,15 +145,20 @@ class EventsBench:
             for mode in order:
                 outcome = self.run(mode)
                 results[mode].append(outcome)
-                extra = ""
+                extra = f", worker CPU {outcome['worker_us']:.0f} us/job"
                 if mode == "consumer":
-                    extra = f", events {outcome['counts']}, dropped {outcome['dropped']}"
+                    extra += (
+                        f", consumer CPU {outcome['consumer_us']:.0f} us/job, "
+                        f"events {outcome['counts']}, dropped {outcome['dropped']}"
+                    )
                 self.log(f"{mode}: {outcome['rate']:,.0f} jobs/s{extra}")
         return results
 
 
 def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, info: str) -> str:
     medians = {mode: statistics.median(r["rate"] for r in runs) for mode, runs in results.items()}
+    cpu = {mode: statistics.median(r["worker_us"] for r in runs) for mode, runs in results.items()}
+    consumer_cpu = statistics.median(r["consumer_us"] for r in results["consumer"])
     ratio = medians["consumer"] / medians["none"]
     lines = [
         "# Event stream overhead (dbqueue on PostgreSQL)",
@@ -145,13 +168,14 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, i
         f"{args.jobs:,} no-op jobs per run, workers `{args.config}`, {args.repeat} run(s) per "
         "mode, alternating; throughput = jobs / (last start - first start).",
         "",
-        "| mode | runs (jobs/s) | median (jobs/s) | ratio |",
-        "| --- | --- | ---: | ---: |",
+        "| mode | runs (jobs/s) | median (jobs/s) | ratio | worker CPU per job (median) |",
+        "| --- | --- | ---: | ---: | ---: |",
     ]
     for mode in MODES:
         rates = ", ".join(f"{r['rate']:,.0f}" for r in results[mode])
         lines.append(
-            f"| {mode} | {rates} | {medians[mode]:,.0f} | {medians[mode] / medians['none']:.2f} |"
+            f"| {mode} | {rates} | {medians[mode]:,.0f} | {medians[mode] / medians['none']:.2f} "
+            f"| {cpu[mode]:.0f} us |"
         )
     received = [r.get("counts", {}) for r in results["consumer"]]
     started = [c.get("job.started", 0) for c in received]
@@ -159,7 +183,10 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, i
     dropped = [r.get("dropped", 0) for r in results["consumer"]]
     lines += [
         "",
-        f"Ratio with a consumer attached: **{ratio:.2f}** (target >= 0.90).",
+        f"Ratio with a consumer attached: **{ratio:.2f}** (target >= 0.90). Worker CPU per job "
+        f"with a consumer / without: **{cpu['consumer'] / cpu['none']:.2f}**; the consumer "
+        f"process itself used {consumer_cpu:.0f} us of CPU per job (two events, start-up "
+        "included).",
         f"Events received per consumer run: job.started {started}, job.completed {completed}, "
         f"dropped {dropped}.",
         "",

@@ -175,13 +175,15 @@ class EventBus:
         if not events:
             return
         with self._cond:
+            idle = not self._pending
             self._pending.extend(events)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="dbqueue-events", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if idle:  # otherwise the publisher is already waiting for its next flush
+                self._cond.notify()
 
     def publish_now(self, event: Row, fresh: bool = True) -> None:
         """Publish one event before returning (ordered before what the caller does next);
@@ -222,8 +224,8 @@ class EventBus:
                     self._cond.wait()
                 if not self._pending:
                     return
-                wait = last + FLUSH_INTERVAL - time.monotonic()
-                if wait > 0 and not self._closing:
+                due = last + FLUSH_INTERVAL
+                while not self._closing and (wait := due - time.monotonic()) > 0:
                     self._cond.wait(wait)
                 batch, self._pending = self._pending, []
             last = time.monotonic()
@@ -334,16 +336,19 @@ class EventStream:
     def _deliver(self, rows: Sequence[Any]) -> None:
         """Buffer a batch of events (wire rows); beyond ``buffer`` waiting, new ones drop."""
         events: list[Event] = []
-        types = self.types
+        types, make = self.types, Event._make
         for row in rows:
             try:
                 if types is not None and row[0] not in types:
                     continue
                 ids = row[2]
-                if isinstance(ids, list):
-                    events.extend(Event.from_row([row[0], row[1], i, *row[3:]]) for i in ids)
-                else:
+                if not isinstance(ids, list):
                     events.append(Event.from_row(row))
+                    continue
+                kind, stamp, _, task, queue, worker, custom, data = Event.from_row(row)
+                events.extend(
+                    [make((kind, stamp, i, task, queue, worker, custom, data)) for i in ids]
+                )
             except (TypeError, ValueError, IndexError):
                 logger.debug("Ignoring a malformed event: %r", row)
         room = max(self._capacity - len(self._buffer), 0)

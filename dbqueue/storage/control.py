@@ -82,6 +82,8 @@ class ControlStorage:
 
         def run(self, conn: Connection, name: str, params: Any = None) -> Any: ...
 
+        def raw_many(self, conn: Connection, name: str, params: list[dict[str, Any]]) -> int: ...
+
     @property
     def notifies(self) -> bool:
         """Whether this database carries notifications (PostgreSQL with broker_notify on)."""
@@ -278,10 +280,9 @@ class ControlStorage:
         if not events:
             return
         if self.notifies:
-            payloads = _chunks(events, self.event_scope)
-            self.write(
-                lambda c: self.run(c, "notify_events", {"payloads": payloads}), "publish events"
-            )
+            payloads = [{"payload": p} for p in _chunks(events, self.event_scope)]
+            if payloads:
+                self.write(lambda c: self.raw_many(c, "notify_events", payloads), "publish events")
             return
         rows = [
             {"body": json.dumps(events[i : i + TABLE_BATCH], separators=(",", ":"))}
@@ -306,26 +307,31 @@ class ControlStorage:
 
 
 def _chunks(events: Sequence[Sequence[Any]], scope: str) -> list[str]:
-    """``{"scope": ..., "events": [...]}`` payloads in order, each under MAX_NOTIFY_PAYLOAD: the
-    batch is serialized at once and split by size (an event too large on its own is dropped;
-    custom events are capped well below)."""
-    head = '{"scope":' + json.dumps(scope) + ',"events":'
-    budget = MAX_NOTIFY_PAYLOAD - len(head) - 1
+    """``{"scope": ..., "events": [...]}`` payloads in order, each under MAX_NOTIFY_PAYLOAD:
+    each row is serialized once and rows are packed greedily; a grouped row too large for one
+    payload is split (a single event too large on its own is dropped: custom events are capped
+    well below)."""
+    head = '{"scope":' + json.dumps(scope) + ',"events":['
+    budget = MAX_NOTIFY_PAYLOAD - len(head) - 2
     payloads: list[str] = []
-    pending: list[Sequence[Sequence[Any]]] = [events]
+    current: list[str] = []
+    size = 0
+    pending = list(reversed(events))
     while pending:
-        part = pending.pop()
-        text = json.dumps(part, separators=(",", ":"))
-        if len(text) <= budget:
-            payloads.append(head + text + "}")
+        row = pending.pop()
+        text = json.dumps(row, separators=(",", ":"))
+        if len(text) > budget:
+            halves = _split_group(row)
+            if len(halves) > 1:
+                pending.extend(reversed(halves))
             continue
-        if len(part) == 1:
-            part = _split_group(part[0])
-            if len(part) == 1:
-                continue
-        pieces = min(len(part), -(-len(text) * 10 // (budget * 9)))
-        step = -(-len(part) // pieces)
-        pending.extend(part[i : i + step] for i in reversed(range(0, len(part), step)))
+        if current and size + len(text) + 1 > budget:
+            payloads.append(head + ",".join(current) + "]}")
+            current, size = [], 0
+        current.append(text)
+        size += len(text) + 1
+    if current:
+        payloads.append(head + ",".join(current) + "]}")
     return payloads
 
 

@@ -58,6 +58,18 @@ def test_chunks_fit_one_notify_each_and_keep_every_event_in_order() -> None:
     assert seen == events
 
 
+def test_a_grouped_row_too_large_for_one_notification_is_split() -> None:
+    ids = [f"{n:036d}" for n in range(500)]
+    row = encode("job.completed", ts=1.0, worker="w@h")
+    grouped = (row[0], row[1], ids, *row[3:])
+    payloads = _chunks([grouped], "")
+    assert len(payloads) > 1
+    assert all(len(p) <= MAX_NOTIFY_PAYLOAD for p in payloads)
+    rows = [r for p in payloads for r in json.loads(p)["events"]]
+    assert [i for r in rows for i in r[2]] == ids
+    assert {(r[0], r[5]) for r in rows} == {("job.completed", "w@h")}
+
+
 def test_an_event_too_large_for_a_notification_is_left_out() -> None:
     huge = encode("custom", data={"blob": "x" * MAX_NOTIFY_PAYLOAD})
     small = encode("custom", ts=1.0)

@@ -92,9 +92,9 @@ RETURNING j.id
 SELECT current_schema()
 
 -- name: notify_events
--- Publish a batch of events: each payload is {"scope": schema, "events": [...]}, under 8000
--- bytes.
-SELECT pg_notify('dbqueue_events', p) FROM unnest(CAST(:payloads AS text[])) AS p
+-- Publish events: {"scope": schema, "events": [...]} under 8000 bytes. Run with one parameter
+-- set per payload (executemany: one round trip; an array parameter costs far more to encode).
+SELECT pg_notify('dbqueue_events', :payload)
 
 -- name: notify_control
 -- Tell every worker to run its control pass now (a pause, resume or termination was written).
