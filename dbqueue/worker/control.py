@@ -242,9 +242,12 @@ class WorkerControl:
         return self.mode is not None or job.queue in self.paused_queues or job.id in self.requests
 
     def hold(self, job: ClaimedJob) -> None:
-        """Release a claimed job that has not started (it pauses if its pause was asked)."""
+        """Release a claimed job that has not started (it pauses if its pause was asked),
+        through the group commit like any outcome; its slot is freed once written."""
         logger.info("Task %s[%s] released before it started (paused)", job.task, job.id)
-        self.worker._release([job.id])
+        worker = self.worker
+        receipt = worker.completer.submit(Outcome("release", job.id))
+        receipt.add_done_callback(worker._done_callback(job.id))
 
     def hold_receipt(self, job: ClaimedJob, commit: Callable[[Outcome, bool], Receipt]) -> Receipt:
         """The runner's form of :meth:`hold`: the release goes through the group commit."""

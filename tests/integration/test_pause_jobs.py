@@ -81,6 +81,24 @@ def test_a_paused_retrying_job_resumes_retrying_at_its_time(app: DBQueue, run_wo
     assert runs.items == [0, 1]
 
 
+def test_a_paused_waiting_job_resumes_waiting(app: DBQueue) -> None:
+    """A parent suspended for its fan-out children (waiting) pauses and resumes to waiting;
+    only resume_job un-pauses it (the fan-out's wake statement matches waiting parents)."""
+
+    @app.task(name="parent")
+    def parent() -> None:
+        pass
+
+    result = parent.delay()
+    sql(app, "UPDATE dbqueue_jobs SET status = 'waiting' WHERE id = :id", id=result.id)
+    assert app.pause_job(result.id) is True
+    row = job(app, result.id)
+    assert (row["status"], row["resume_status"]) == ("paused", "waiting")
+    assert app.resume_job(result.id) is True
+    row = job(app, result.id)
+    assert (row["status"], row["resume_status"], row["control"]) == ("waiting", None, None)
+
+
 def test_pause_and_resume_say_what_is_wrong(app: DBQueue, run_worker) -> None:
     @app.task(name="quick")
     def quick() -> str:
