@@ -460,18 +460,18 @@ def _hostname() -> str | None:
     return request.hostname if request is not None else None
 
 
-_forwarded: set[str] = set()
+_forwarded: set[int] = set()
 _forward_lock = threading.Lock()
 
 
 def _connect_forwarders() -> None:
-    """Forward signals defined elsewhere (the durable layer's ``checkpoint_saved``) once per
-    process, if they exist."""
+    """Forward signals defined elsewhere (the durable layer's ``checkpoint_saved``: sender the
+    task; job_id, call_index, call_type) to the stream, once per process, if they exist."""
     with _forward_lock:
         saved = getattr(signals, "checkpoint_saved", None)
-        if saved is not None and "checkpoint_saved" not in _forwarded:
+        if saved is not None and id(saved) not in _forwarded:
             saved.connect(_on_checkpoint_saved, weak=False)
-            _forwarded.add("checkpoint_saved")
+            _forwarded.add(id(saved))
 
 
 def _on_checkpoint_saved(sender: Any, **kwargs: Any) -> None:

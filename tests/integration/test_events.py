@@ -208,6 +208,31 @@ def test_nothing_is_published_without_a_subscriber(
     wait_until(lambda: not handle.worker.control.events.on, timeout=JOB_TIMEOUT, message="gone")
 
 
+def test_checkpoint_saved_is_forwarded_when_the_durable_layer_defines_it(
+    app: DBQueue, make_app, db_url: str, follower, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = signals.Signal("checkpoint_saved")
+    monkeypatch.setattr(signals, "checkpoint_saved", saved, raising=False)
+
+    @app.task(name="stepped")
+    def stepped() -> None:
+        pass
+
+    stream = follower()
+    publisher = make_app(db_url)
+    publisher.tasks["stepped"] = stepped
+    stepped.app = publisher
+    _ = publisher.event_bus  # connects the forwarder
+    saved.send(stepped, job_id="job-1", call_index=2, call_type="charge")
+    [event] = collect(stream, lambda seen: len(seen) == 1)
+    assert (event.type, event.job_id, event.task, event.data) == (
+        "checkpoint.saved",
+        "job-1",
+        "stepped",
+        {"call_index": 2, "call_type": "charge"},
+    )
+
+
 def test_custom_events_refuse_bad_input(app: DBQueue) -> None:
     with pytest.raises(ValueError, match="non-empty kind"):
         app.emit_custom_event("job", "")
