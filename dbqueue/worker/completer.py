@@ -139,15 +139,15 @@ class Completer:
                 self._writing = len(batch)
                 self._writing_ids = {o.job_id for o, _ in batch}
             self._write(batch)
+            with self._cond:
+                self._writing, self._writing_ids = 0, set()
+            self.on_written()
             observer = self.observer
             if observer is not None:
                 try:
                     observer(batch)
                 except Exception:
                     logger.exception("Observing committed outcomes failed")
-            with self._cond:
-                self._writing, self._writing_ids = 0, set()
-            self.on_written()
 
     def _write(self, batch: list[tuple[Outcome, Receipt]]) -> None:
         outcomes = [outcome for outcome, _ in batch]

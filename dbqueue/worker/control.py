@@ -8,8 +8,8 @@ and the control pass that hears about requests made in other processes.
   paused, or a pause, revoke or takeover of it is known here. Checking costs one attribute read
   while nothing is paused.
 * Stopping: a sync job gets :class:`~dbqueue.exceptions.JobStopped` raised into its thread (the
-  watchdog's mechanism), an async job is cancelled, a prefork child is signalled (and replaced
-  if the job does not stop within ``worker_stop_timeout``).
+  time-limit watchdog's mechanism, ``limits.Stopper``), an async job is cancelled, a prefork
+  child is signalled (and replaced if the job does not stop within ``worker_stop_timeout``).
 * Control pass: one read every ``worker_control_interval`` (at once when PostgreSQL notifies):
   requests on the jobs held here, this worker's pause mode, paused queues, event subscribers.
 """
@@ -266,8 +266,8 @@ class WorkerControl:
             logger.warning("Stopping job %s", job_id)
         app_control._stopping.add(job_id)
         worker = self.worker
-        watchdog = getattr(worker, "watchdog", None)
-        if watchdog is not None and watchdog.interrupt(job_id, JobStopped):
+        stopper = getattr(worker, "stopper", None)
+        if stopper is not None and stopper.interrupt(job_id, JobStopped):
             return True
         entry = self._tasks.get(job_id)
         if entry is not None:

@@ -5,8 +5,9 @@ CPython raises an asynchronous exception at the thread's next bytecode, so a job
 long C call (a blocking socket read, time.sleep) only sees it when that call returns. Prefork
 children get real limits: the parent signals (soft) or kills (hard) the child.
 
-Arming and disarming happen under one lock with the raise, so an exception is only ever raised
-while the job's body runs (or is leaving it, still inside the tracer's exception handler).
+Both take a lock around arming, disarming and the raise, so an exception is only ever raised
+while the job's body runs (or is just leaving it, still inside the tracer's exception handler).
+The stopper's locks are per thread: arming it for every job never contends.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Protocol
 
 from dbqueue.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
@@ -34,29 +36,11 @@ def raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> bool:
 
 
 class Limiter(Protocol):
-    """Starts and stops the clock around a job body, and knows which job runs where."""
+    """Starts and stops the clock around a job body."""
 
-    def arm(self, soft: float | None, hard: float | None, job_id: str | None = None) -> Any: ...
+    def arm(self, soft: float | None, hard: float | None) -> int | None: ...
 
-    def disarm(self, token: Any, job_id: str | None = None) -> None: ...
-
-
-class Guard:
-    """The context around one job body: arms the limiter on entry, disarms on exit."""
-
-    __slots__ = ("hard", "job_id", "limiter", "soft", "token")
-
-    def __init__(
-        self, limiter: Limiter, soft: float | None, hard: float | None, job_id: str
-    ) -> None:
-        self.limiter, self.soft, self.hard, self.job_id = limiter, soft, hard, job_id
-        self.token: Any = None
-
-    def __enter__(self) -> None:
-        self.token = self.limiter.arm(self.soft, self.hard, self.job_id)
-
-    def __exit__(self, *exc: object) -> None:
-        self.limiter.disarm(self.token, self.job_id)
+    def disarm(self, token: int | None) -> None: ...
 
 
 @dataclass(order=True)
@@ -74,32 +58,21 @@ class Watchdog:
     def __init__(self) -> None:
         self._heap: list[_Deadline] = []
         self._armed: dict[int, int] = {}
-        #: job id -> (thread id, token) of the body running it.
-        self._jobs: dict[str, tuple[int, int]] = {}
-        #: job id -> token of the run already interrupted (never raise twice into one run).
-        self._interrupted: dict[str, int] = {}
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="dbqueue-watchdog", daemon=True)
         self._thread.start()
 
-    def arm(self, soft: float | None, hard: float | None, job_id: str | None = None) -> int | None:
-        """Start the clock for the calling thread's job; returns a token for :meth:`disarm`.
-
-        With ``job_id`` the job can also be stopped (:meth:`interrupt`) until disarmed.
-        """
-        if not soft and not hard and job_id is None:
+    def arm(self, soft: float | None, hard: float | None) -> int | None:
+        """Start the clock for the calling thread's job; returns a token for :meth:`disarm`."""
+        if not soft and not hard:
             return None
         token = next(self._seq)
         thread_id = threading.get_ident()
+        now = time.monotonic()
         with self._cond:
             self._armed[thread_id] = token
-            if job_id is not None:
-                self._jobs[job_id] = (thread_id, token)
-            if not soft and not hard:
-                return token
-            now = time.monotonic()
             if soft:
                 heapq.heappush(
                     self._heap,
@@ -113,28 +86,13 @@ class Watchdog:
             self._cond.notify()
         return token
 
-    def disarm(self, token: int | None, job_id: str | None = None) -> None:
+    def disarm(self, token: int | None) -> None:
         """Stop the clock; after this returns nothing more is raised into the thread."""
         if token is None:
             return
         with self._cond:
             if self._armed.get(threading.get_ident()) == token:
                 del self._armed[threading.get_ident()]
-            if job_id is not None:
-                self._jobs.pop(job_id, None)
-                self._interrupted.pop(job_id, None)
-
-    def interrupt(self, job_id: str, exc_type: type[BaseException]) -> bool:
-        """Raise ``exc_type`` into the thread running ``job_id``'s body (once per run); False
-        if no body runs it."""
-        with self._cond:
-            where = self._jobs.get(job_id)
-            if where is None or self._armed.get(where[0]) != where[1]:
-                return False
-            if self._interrupted.get(job_id) == where[1]:
-                return True
-            self._interrupted[job_id] = where[1]
-            return raise_in_thread(where[0], exc_type)
 
     def stop(self) -> None:
         with self._cond:
@@ -154,3 +112,91 @@ class Watchdog:
                 due = heapq.heappop(self._heap)
                 if self._armed.get(due.thread_id) == due.token:
                     raise_in_thread(due.thread_id, due.exc_type)
+
+
+class Stopper:
+    """Knows which job body each pool thread runs, to raise an exception into it on request
+    (an aggressive pause, a termination)."""
+
+    def __init__(self) -> None:
+        self._slots: dict[int, StopSlot] = {}
+        self._jobs: dict[str, StopSlot] = {}
+
+    def prepare(self, job_id: str) -> StopSlot:
+        """The calling thread's slot, ready to be entered around ``job_id``'s body."""
+        thread_id = threading.get_ident()
+        slot = self._slots.get(thread_id)
+        if slot is None:
+            slot = self._slots[thread_id] = StopSlot(self, thread_id)
+        slot.next = job_id
+        return slot
+
+    def interrupt(self, job_id: str, exc_type: type[BaseException]) -> bool:
+        """Raise ``exc_type`` into the thread running ``job_id``'s body, once per run; False
+        if no body runs it."""
+        slot = self._jobs.get(job_id)
+        if slot is None:
+            return False
+        with slot.lock:
+            if slot.job != job_id:
+                return False
+            if slot.interrupted:
+                return True
+            slot.interrupted = True
+            return raise_in_thread(slot.thread_id, exc_type)
+
+
+class StopSlot:
+    """One pool thread's current job body; a context manager reused for each of its jobs."""
+
+    __slots__ = ("interrupted", "job", "lock", "next", "stopper", "thread_id")
+
+    def __init__(self, stopper: Stopper, thread_id: int) -> None:
+        self.stopper = stopper
+        self.thread_id = thread_id
+        self.lock = threading.Lock()
+        self.job: str | None = None
+        self.next: str | None = None
+        self.interrupted = False
+
+    def __enter__(self) -> None:
+        # No lock needed here: a raise that lands now is inside the tracer's handler already.
+        self.interrupted = False
+        self.job = self.next
+        self.stopper._jobs[self.next] = self  # type: ignore[index]
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        job = self.job
+        with self.lock:
+            self.job = None
+        if job is not None:
+            self.stopper._jobs.pop(job, None)
+
+
+class LimitGuard:
+    """Time limits around a job body, inside the stop slot (the rare path: limits are set)."""
+
+    __slots__ = ("hard", "inner", "limiter", "soft", "token")
+
+    def __init__(
+        self, limiter: Limiter, soft: float | None, hard: float | None, inner: object | None
+    ) -> None:
+        self.limiter, self.soft, self.hard, self.inner = limiter, soft, hard, inner
+        self.token: int | None = None
+
+    def __enter__(self) -> None:
+        if self.inner is not None:
+            self.inner.__enter__()  # type: ignore[attr-defined]
+        self.token = self.limiter.arm(self.soft, self.hard)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.limiter.disarm(self.token)
+        finally:
+            if self.inner is not None:
+                self.inner.__exit__(None, None, None)  # type: ignore[attr-defined]

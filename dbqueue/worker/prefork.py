@@ -370,11 +370,13 @@ class _BodyFlag:
     def __init__(self) -> None:
         self.in_body = False
 
-    def arm(self, soft: float | None, hard: float | None, job_id: str | None = None) -> int:
-        self.in_body = True
-        return 1
+    def prepare(self, job_id: str) -> _BodyFlag:
+        return self
 
-    def disarm(self, token: int | None, job_id: str | None = None) -> None:
+    def __enter__(self) -> None:
+        self.in_body = True
+
+    def __exit__(self, *exc: object) -> None:
         self.in_body = False
 
 
@@ -436,7 +438,7 @@ def child_main(
         reply = conn.recv()
         return Receipt.resolved(bool(reply[1]))
 
-    runner = JobRunner(app, hostname, worker_id, commit, watchdog=flag)
+    runner = JobRunner(app, hostname, worker_id, commit, stopper=flag)
     done = 0
     try:
         while True:

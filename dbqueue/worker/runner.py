@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dbqueue import signals
 from dbqueue.exceptions import DecodeError, SoftTimeLimitExceeded, TimeLimitExceeded
@@ -20,12 +20,12 @@ from dbqueue.serialization import decode_call
 from dbqueue.storage import ClaimedJob, Outcome
 from dbqueue.task import Task
 from dbqueue.worker.completer import Receipt
-from dbqueue.worker.limits import Guard
+from dbqueue.worker.limits import LimitGuard
 
 if TYPE_CHECKING:
     from dbqueue.app import DBQueue
     from dbqueue.worker.control import WorkerControl
-    from dbqueue.worker.limits import Limiter
+    from dbqueue.worker.limits import Limiter, Stopper
 
 logger = logging.getLogger("dbqueue.worker")
 
@@ -53,13 +53,16 @@ class JobRunner:
         commit: Commit,
         watchdog: Limiter | None = None,
         control: WorkerControl | None = None,
+        stopper: Stopper | _Body | None = None,
     ) -> None:
         self.app = app
         self.hostname = hostname
         self.worker_id = worker_id
         self.commit = commit
-        #: Time limits, and stopping the job's thread (dbqueue/worker/limits.py).
+        #: Time limits in this process (dbqueue/worker/limits.py); None in prefork children.
         self.watchdog = watchdog
+        #: Knows which job the thread runs, to stop it (limits.py; prefork's body flag).
+        self.stopper = stopper
         #: The worker's gate and stop requests (dbqueue/worker/control.py); None in children.
         self.control = control
         self._serializers = (app.conf.result_serializer, app.conf.task_serializer)
@@ -122,7 +125,9 @@ class JobRunner:
         if isinstance(request, Receipt):
             return request
         soft, hard = time_limits(self.app, task, job)
-        guard = Guard(self.watchdog, soft, hard, job.id) if self.watchdog else None
+        guard: Any = self.stopper.prepare(job.id) if self.stopper is not None else None
+        if (soft or hard) and self.watchdog:
+            guard = LimitGuard(self.watchdog, soft, hard, guard)
         decision = run_sync(task, request, guard)
         outcome = to_outcome(task, request, decision, *self._serializers)
         if decision.kind == "success" and _unobserved(task):
@@ -157,6 +162,12 @@ class JobRunner:
 
         self.commit(outcome, True).add_done_callback(resolve)
         after_commit(task, request, decision, await committed)
+
+
+class _Body(Protocol):
+    """Something that knows when a job body runs (a prefork child's flag)."""
+
+    def prepare(self, job_id: str) -> Any: ...
 
 
 #: The receipt of a job that needs nothing more from its slot.

@@ -28,7 +28,7 @@ from dbqueue.worker.aio import EventLoopThread
 from dbqueue.worker.banner import banner, parse_loglevel, setup_logging
 from dbqueue.worker.completer import Completer
 from dbqueue.worker.control import WorkerControl
-from dbqueue.worker.limits import Watchdog
+from dbqueue.worker.limits import Stopper, Watchdog
 from dbqueue.worker.maintenance import Maintenance, Schedule
 from dbqueue.worker.pools import SoloPool, ThreadPool
 from dbqueue.worker.runner import JobRunner
@@ -208,8 +208,15 @@ class Worker:
         self.completer = Completer(lambda: self.app.storage, self.id, self._wake.set)
         self.completer.start()
         self.watchdog = Watchdog()
+        self.stopper = Stopper()
         self.runner = JobRunner(
-            self.app, self.name, self.id, self.completer.submit, self.watchdog, self.control
+            self.app,
+            self.name,
+            self.id,
+            self.completer.submit,
+            self.watchdog,
+            self.control,
+            self.stopper,
         )
         self.pool = self._make_pool()
         self.pool.start()

@@ -13,12 +13,12 @@ import pytest
 
 from dbqueue import control
 from dbqueue.events import GAP_PATIENCE, Event, _SeqTracker, encode
-from dbqueue.exceptions import JobStopped
+from dbqueue.exceptions import JobStopped, SoftTimeLimitExceeded
 from dbqueue.request import Context, pop, push
 from dbqueue.storage import ClaimedJob, Outcome
 from dbqueue.storage.control import MAX_NOTIFY_PAYLOAD, _chunks
 from dbqueue.worker.completer import Receipt
-from dbqueue.worker.limits import Guard, Watchdog
+from dbqueue.worker.limits import LimitGuard, Stopper, Watchdog
 from dbqueue.worker.runner import JobRunner
 
 # --- events on the wire ---------------------------------------------------------------------------
@@ -107,13 +107,12 @@ def test_seq_tracker_gives_up_on_a_gap_after_its_patience() -> None:
 
 
 def test_interrupt_reaches_only_the_armed_body_and_only_once() -> None:
-    watchdog = Watchdog()
+    stopper = Stopper()
     entered, outcome = threading.Event(), {}
 
     def body() -> None:
-        guard = Guard(watchdog, None, None, "job-1")
         try:
-            with guard:
+            with stopper.prepare("job-1"):
                 entered.set()
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline:
@@ -121,17 +120,30 @@ def test_interrupt_reaches_only_the_armed_body_and_only_once() -> None:
             outcome["result"] = "ran to the end"
         except JobStopped:
             outcome["result"] = "stopped"
-        outcome["after"] = watchdog.interrupt("job-1", JobStopped)
+        outcome["after"] = stopper.interrupt("job-1", JobStopped)
+        with stopper.prepare("job-2"):
+            outcome["next job"] = stopper.interrupt("job-1", JobStopped)
 
+    assert stopper.interrupt("job-1", JobStopped) is False, "nothing runs it yet"
+    thread = threading.Thread(target=body)
+    thread.start()
+    assert entered.wait(5)
+    assert stopper.interrupt("job-1", JobStopped) is True
+    assert stopper.interrupt("job-1", JobStopped) is True, "asking twice raises once"
+    thread.join(5)
+    assert outcome == {"result": "stopped", "after": False, "next job": False}
+
+
+def test_limits_and_stops_share_one_body() -> None:
+    watchdog, stopper = Watchdog(), Stopper()
     try:
-        assert watchdog.interrupt("job-1", JobStopped) is False, "nothing runs it yet"
-        thread = threading.Thread(target=body)
-        thread.start()
-        assert entered.wait(5)
-        assert watchdog.interrupt("job-1", JobStopped) is True
-        assert watchdog.interrupt("job-1", JobStopped) is True, "asking twice raises once"
-        thread.join(5)
-        assert outcome == {"result": "stopped", "after": False}
+        with pytest.raises(SoftTimeLimitExceeded):
+            with LimitGuard(watchdog, 0.05, None, stopper.prepare("job-3")):
+                assert stopper.interrupt("nope", JobStopped) is False
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    time.sleep(0.005)
+        assert stopper.interrupt("job-3", JobStopped) is False, "disarmed on the way out"
     finally:
         watchdog.stop()
 
