@@ -165,6 +165,11 @@ class EventBus:
         """A worker's control pass keeps the subscriber flag current: no lookups of our own."""
         self._managed, self._active = True, active
 
+    def unmanage(self) -> None:
+        """The worker that kept the flag current stopped: look subscribers up again."""
+        self._managed = False
+        self._checked = -SUBSCRIBER_CHECK_INTERVAL
+
     def emit(self, event: Row) -> None:
         """Publish one event (wire form) soon, if anyone subscribes."""
         if self.active:

@@ -90,7 +90,7 @@ class WorkerControl:
         if self._thread is not None:
             self._thread.join(5.0)
         self.worker.app.event_bus.close()
-        self.events.set_active(False)
+        self.events.stop()
 
     def notified(self) -> None:
         """PostgreSQL said a request was written: run the control pass now."""

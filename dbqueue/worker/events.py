@@ -49,6 +49,12 @@ class WorkerEvents:
             if not active:
                 self._meta.clear()
 
+    def stop(self) -> None:
+        """The worker stopped: build no more events; the bus looks subscribers up itself."""
+        self.on = False
+        self._meta.clear()
+        self.worker.app.event_bus.unmanage()
+
     def started(self, jobs: Sequence[ClaimedJob]) -> None:
         """A claimed batch is about to run: one row per (task, queue, attempt)."""
         meta = self._meta
