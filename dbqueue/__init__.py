@@ -20,6 +20,8 @@ from dbqueue.exceptions import (
     DBQueueError,
     Ignore,
     ImproperlyConfigured,
+    JobStateError,
+    JobStopped,
     MaxRetriesExceededError,
     NoRetry,
     NotRegistered,
@@ -32,6 +34,7 @@ from dbqueue.exceptions import (
     TimeLimitExceeded,
     TimeoutError,
     WorkerLostError,
+    WorkerNotFound,
 )
 from dbqueue.request import Context
 from dbqueue.result import AsyncResult, EagerResult
@@ -51,6 +54,8 @@ __all__ = [
     "EagerResult",
     "Ignore",
     "ImproperlyConfigured",
+    "JobStateError",
+    "JobStopped",
     "MaxRetriesExceededError",
     "NoRetry",
     "NotRegistered",
@@ -65,6 +70,7 @@ __all__ = [
     "TimeLimitExceeded",
     "TimeoutError",
     "WorkerLostError",
+    "WorkerNotFound",
     "__version__",
     "current_app",
     "shared_task",

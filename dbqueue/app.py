@@ -20,6 +20,8 @@ from dbqueue.config import (
     broker_url_from_env,
     settings_from_object,
 )
+from dbqueue.control import GRACEFUL, Controller, PausedJob
+from dbqueue.events import EventBus, EventStream, bus_for
 from dbqueue.exceptions import ImproperlyConfigured, NotRegistered
 from dbqueue.producer import Producer
 from dbqueue.result import AsyncResult, ResultWaiter
@@ -55,9 +57,13 @@ class Control:
     def revoke(
         self, task_id: str | Sequence[str], terminate: bool = False, signal: Any = None, **_: Any
     ) -> int:
-        """Cancel jobs that have not finished; returns how many were cancelled."""
+        """Cancel jobs that have not finished; returns how many were cancelled.
+
+        With ``terminate=True`` the workers running them also stop them (``signal`` is
+        accepted for Celery's signature; prefork children always get SIGUSR2, then SIGKILL).
+        """
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        return self.app.storage.revoke(ids)
+        return self.app.controller.revoke(ids, terminate)
 
     def purge(self, queues: Sequence[str] | None = None) -> int:
         """Delete every job waiting to run (in ``queues`` only, when given)."""
@@ -102,6 +108,8 @@ class DBQueue:
         self.task_cls: type[Task] = base or Task
         self.tasks = TaskRegistry()
         self.control = Control(self)
+        self.controller = Controller(self)
+        self._buses: dict[int, EventBus] = {}
         self.on_after_configure = signals.Signal("on_after_configure")
         self.on_after_finalize = signals.Signal("on_after_finalize")
         self._lock = threading.RLock()
@@ -199,7 +207,9 @@ class DBQueue:
             storage.close()
 
     def close(self) -> None:
-        """Release database connections and the result listener."""
+        """Publish queued events, release database connections and the result listener."""
+        for bus in list(self._buses.values()):
+            bus.close()
         with self._lock:
             if self._waiter is not None:
                 self._waiter.close()
@@ -325,6 +335,65 @@ class DBQueue:
     def wake_local(self, queue: str) -> None:
         for waker in list(self._local_wakers):
             waker(queue)
+
+    # -- pause, resume, cancel (dbqueue/control.py) ---------------------------------------------
+
+    def pause_job(self, job_id: str, mode: str = GRACEFUL) -> bool:
+        """Pause a job: a pending, retrying or waiting one at once (True); a running one when
+        its run ends, a retry held (``"graceful"``), or at once without using up an attempt
+        (``"aggressive"``), returning False as the pause lands later."""
+        return self.controller.pause_job(job_id, mode)
+
+    def resume_job(self, job_id: str) -> bool:
+        """Resume a paused job in the status it was paused in; False if it was not paused."""
+        return self.controller.resume_job(job_id)
+
+    def is_job_paused(self, job_id: str) -> bool:
+        return self.controller.is_job_paused(job_id)
+
+    def paused_jobs(self, queue: str | None = None) -> list[PausedJob]:
+        """Paused jobs (of one queue), oldest first."""
+        return self.controller.paused_jobs(queue)
+
+    def pause_queue(self, name: str) -> None:
+        """Pause a queue for every worker on the database; running jobs finish, enqueue works."""
+        self.controller.pause_queue(name)
+
+    def resume_queue(self, name: str) -> None:
+        self.controller.resume_queue(name)
+
+    def is_queue_paused(self, name: str) -> bool:
+        return self.controller.is_queue_paused(name)
+
+    def paused_queues(self) -> list[str]:
+        return self.controller.paused_queues()
+
+    def pause_worker(self, name: str, mode: str = GRACEFUL) -> int:
+        """Pause the workers with this name or id, in any process or host; how many."""
+        return self.controller.pause_worker(name, mode)
+
+    def resume_worker(self, name: str) -> int:
+        return self.controller.resume_worker(name)
+
+    # -- events (dbqueue/events.py) ---------------------------------------------------------------
+
+    @property
+    def event_bus(self) -> EventBus:
+        """This process's event publisher."""
+        return bus_for(self, self._buses)
+
+    def events(self, types: Iterable[str] | None = None, buffer: int = 10_000) -> EventStream:
+        """Follow the live events of every worker and process on this database.
+
+        ``for event in app.events(): ...``; close it (or use ``with``) to stop following.
+        """
+        return EventStream(self, types, buffer)
+
+    def emit_custom_event(
+        self, job_id: str | None, kind: str, data: dict[str, Any] | None = None
+    ) -> None:
+        """Publish a custom event to every follower; from a job, ``job_id=None`` means its own."""
+        self.controller.emit_custom_event(job_id, kind, data)
 
     # -- results and workers --------------------------------------------------------------------
 

@@ -316,11 +316,14 @@ def status(ctx: click.Context, app_spec: str | None, broker: str | None, as_json
     app = _load_app(ctx, app_spec, broker, existing=True)
     storage = app.storage
     counts = storage.queue_counts()
-    age = max(float(app.conf.stale_lock_age), 3 * float(app.conf.worker_heartbeat_interval))
-    workers = storage.live_workers(age)
+    paused = set(storage.paused_queues())
+    for queue in paused:
+        counts.setdefault(queue, {})
+    workers = storage.live_workers(_worker_age(app))
     now = storage.now()
     if as_json:
-        click.echo(json.dumps({"queues": counts, "workers": workers}, default=str, indent=2))
+        document = {"queues": counts, "paused_queues": sorted(paused), "workers": workers}
+        click.echo(json.dumps(document, default=str, indent=2))
         return
     click.echo("Queues:" if counts else "Queues: none")
     if counts:
@@ -328,12 +331,229 @@ def status(ctx: click.Context, app_spec: str | None, broker: str | None, as_json
         click.echo(header)
         for queue in sorted(counts):
             row = counts[queue]
-            click.echo(f"  {queue:<24}" + "".join(f"{row.get(c, 0):>11}" for c in _STATUS_COLUMNS))
+            name = f"{queue} (paused)" if queue in paused else queue
+            click.echo(f"  {name:<24}" + "".join(f"{row.get(c, 0):>11}" for c in _STATUS_COLUMNS))
     click.echo(f"Workers: {len(workers)} online")
     for w in workers:
         queues = ",".join(f"{q}:{n}" if n else q for q, n in w["queues"].items())
+        state = f"  paused ({w['pause_mode']})" if w.get("pause_mode") else ""
         click.echo(
             f"  {w['name']}  pid {w['pid']}  {w['pool']} x{w['concurrency']}  "
             f"running {w['running']}  queues {queues}  "
-            f"heartbeat {now - w['heartbeat_at']:.1f}s ago"
+            f"heartbeat {now - w['heartbeat_at']:.1f}s ago{state}"
         )
+
+
+def _worker_age(app: Any) -> float:
+    """Silence after which a registered worker is no longer listed as online."""
+    return max(float(app.conf.stale_lock_age), 3 * float(app.conf.worker_heartbeat_interval))
+
+
+# -- pause, resume, cancel, events -------------------------------------------------------------
+
+_aggressive = click.option(
+    "--aggressive",
+    is_flag=True,
+    help="Stop running jobs now instead of letting them finish their current run.",
+)
+
+
+@main.group(cls=_Group)
+def pause() -> None:
+    """Pause a worker, a queue or a job (graceful unless --aggressive)."""
+
+
+@main.group(cls=_Group)
+def resume() -> None:
+    """Resume a paused worker, queue or job."""
+
+
+@pause.command("worker")
+@_app_options
+@click.argument("name")
+@_aggressive
+@click.pass_context
+def pause_worker(
+    ctx: click.Context, app_spec: str | None, broker: str | None, name: str, aggressive: bool
+) -> None:
+    """Pause the workers named NAME (or with id NAME), on any host."""
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    mode = "aggressive" if aggressive else "graceful"
+    count = app.pause_worker(name, mode)
+    what = (
+        "running jobs are stopped and go back to the queue" if aggressive else "running jobs finish"
+    )
+    click.echo(f"Pausing {count} worker(s) named {name} ({mode}): no new jobs, {what}.")
+
+
+@resume.command("worker")
+@_app_options
+@click.argument("name")
+@click.pass_context
+def resume_worker(ctx: click.Context, app_spec: str | None, broker: str | None, name: str) -> None:
+    """Resume the workers named NAME (or with id NAME)."""
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    count = app.resume_worker(name)
+    click.echo(f"Resuming {count} worker(s) named {name}.")
+
+
+@pause.command("queue")
+@_app_options
+@click.argument("name")
+@click.pass_context
+def pause_queue(ctx: click.Context, app_spec: str | None, broker: str | None, name: str) -> None:
+    """Pause queue NAME for every worker; running jobs finish, enqueueing still works."""
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    app.pause_queue(name)
+    click.echo(f"Queue {name} paused: no worker claims its jobs; running ones finish.")
+
+
+@resume.command("queue")
+@_app_options
+@click.argument("name")
+@click.pass_context
+def resume_queue(ctx: click.Context, app_spec: str | None, broker: str | None, name: str) -> None:
+    """Resume queue NAME."""
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    app.resume_queue(name)
+    click.echo(f"Queue {name} resumed.")
+
+
+@pause.command("job")
+@_app_options
+@click.argument("job_id")
+@_aggressive
+@click.pass_context
+def pause_job(
+    ctx: click.Context, app_spec: str | None, broker: str | None, job_id: str, aggressive: bool
+) -> None:
+    """Pause job JOB_ID (a running one: when its run ends, or at once with --aggressive)."""
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    if app.pause_job(job_id, "aggressive" if aggressive else "graceful"):
+        click.echo(f"Job {job_id} paused.")
+    elif aggressive:
+        click.echo(f"Job {job_id} is running: its worker stops it now and it pauses.")
+    else:
+        click.echo(f"Job {job_id} is running: it pauses when its current run ends.")
+
+
+@resume.command("job")
+@_app_options
+@click.argument("job_id")
+@click.pass_context
+def resume_job(ctx: click.Context, app_spec: str | None, broker: str | None, job_id: str) -> None:
+    """Resume job JOB_ID in the status it was paused in."""
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    if app.resume_job(job_id):
+        click.echo(f"Job {job_id} resumed.")
+        return
+    state = app.storage.job_control_state(job_id)
+    click.echo(f"Job {job_id} is not paused ({state.status if state else 'gone'}).")
+
+
+@main.command()
+@_app_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def paused(ctx: click.Context, app_spec: str | None, broker: str | None, as_json: bool) -> None:
+    """Paused queues, workers and jobs."""
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    queues = app.paused_queues()
+    workers = [w for w in app.storage.live_workers(_worker_age(app)) if w.get("pause_mode")]
+    jobs = app.paused_jobs()
+    if as_json:
+        document = {
+            "queues": queues,
+            "workers": [
+                {"name": w["name"], "id": w["id"], "mode": w["pause_mode"]} for w in workers
+            ],
+            "jobs": [
+                {
+                    "id": j.id,
+                    "task": j.task,
+                    "queue": j.queue,
+                    "resume_status": j.resume_status,
+                    "mode": j.mode,
+                }
+                for j in jobs
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    click.echo(f"Queues: {', '.join(queues) if queues else 'none'}")
+    click.echo(f"Workers: {'' if workers else 'none'}".rstrip())
+    for w in workers:
+        click.echo(f"  {w['name']}  pid {w['pid']}  {w['pause_mode']}")
+    click.echo(f"Jobs: {len(jobs) if jobs else 'none'}")
+    for j in jobs:
+        click.echo(f"  {j.id}  {j.task}  queue {j.queue}  resumes {j.resume_status}  ({j.mode})")
+
+
+@main.command()
+@_app_options
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--terminate", is_flag=True, help="Also stop the ones that are running.")
+@click.pass_context
+def revoke(
+    ctx: click.Context,
+    app_spec: str | None,
+    broker: str | None,
+    job_ids: tuple[str, ...],
+    terminate: bool,
+) -> None:
+    """Cancel jobs that have not finished (paused ones too)."""
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    count = app.control.revoke(list(job_ids), terminate=terminate)
+    suffix = "; running ones are being stopped" if terminate and count else ""
+    click.echo(f"Revoked {count} of {len(job_ids)} job(s){suffix}.")
+
+
+@main.command()
+@_app_options
+@click.option("-t", "--type", "types", multiple=True, help="Only this event type (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("-n", "--count", type=click.IntRange(min=1), help="Exit after this many events.")
+@click.option("--timeout", type=float, help="Exit after this many seconds.")
+@click.pass_context
+def events(
+    ctx: click.Context,
+    app_spec: str | None,
+    broker: str | None,
+    types: tuple[str, ...],
+    as_json: bool,
+    count: int | None,
+    timeout: float | None,
+) -> None:
+    """Follow the live events of every worker on the database (Ctrl-C to stop)."""
+    import time
+
+    app = _load_app(ctx, app_spec, broker, existing=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen = 0
+    with app.events(types=types or None) as stream:
+        while count is None or seen < count:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            event = stream.get(timeout=0.5 if remaining is None else min(0.5, remaining))
+            if event is None:
+                continue
+            seen += 1
+            click.echo(json.dumps(event.to_dict()) if as_json else _event_line(event))
+
+
+def _event_line(event: Any) -> str:
+    stamp = dt.datetime.fromtimestamp(event.timestamp).isoformat(timespec="milliseconds")
+    parts = [stamp, event.type]
+    for label, value in (
+        ("job", event.job_id),
+        ("task", event.task),
+        ("queue", event.queue),
+        ("worker", event.worker),
+        ("kind", event.kind),
+    ):
+        if value:
+            parts.append(f"{label}={value}")
+    if event.data:
+        parts.append(json.dumps(event.data))
+    return "  ".join(parts)

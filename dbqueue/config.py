@@ -91,6 +91,14 @@ DEFAULTS: dict[str, Any] = {
     "result_prune_interval": 60.0,
     #: Wake idle workers with LISTEN/NOTIFY on PostgreSQL.
     "broker_notify": True,
+    #: Seconds between two control passes of a worker (one read: pause requests, terminations,
+    #: paused queues, event subscribers). PostgreSQL notifies workers at once besides.
+    "worker_control_interval": 1.0,
+    #: Seconds a stopped job (aggressive pause, terminate) gets to stop before its prefork
+    #: child is killed and replaced.
+    "worker_stop_timeout": 5.0,
+    #: Seconds events stay in the event table (databases without LISTEN/NOTIFY).
+    "events_retention": 60.0,
 }
 
 #: Celery 3 uppercase names and the current names they map to.

@@ -47,6 +47,14 @@ class TimeoutError(DBQueueError):
     """``AsyncResult.get()`` ran out of time before the job finished."""
 
 
+class JobStateError(DBQueueError, ValueError):
+    """A job cannot make the requested move from its current status (pause a finished job...)."""
+
+
+class WorkerNotFound(DBQueueError, LookupError):
+    """No registered worker has the given name or id."""
+
+
 class EncodeError(_KombuEncodeError, DBQueueError):
     """Arguments or a result could not be serialized; the message names the culprit."""
 
@@ -158,6 +166,16 @@ class WorkerLostError(Exception):
 
 class Terminated(Exception):
     """The job was stopped on request (revoke with terminate=True)."""
+
+
+class JobStopped(BaseException):
+    """Raised inside a running job that is being stopped: an aggressive pause (of the job or of
+    its worker), ``worker.cancel_job()`` or ``revoke(terminate=True)``.
+
+    Like asyncio's CancelledError it is a BaseException, so ``except Exception`` in a task does
+    not swallow it; ``finally`` blocks and ``except JobStopped`` can clean up. The job is then
+    paused, returned to the queue or cancelled without using up an attempt.
+    """
 
 
 class TaskRevokedError(Exception):

@@ -22,6 +22,7 @@ from dbqueue import signals, states
 from dbqueue.exceptions import (
     EncodeError,
     Ignore,
+    JobStopped,
     NoRetry,
     Reject,
     Retry,
@@ -55,7 +56,8 @@ class ExceptionInfo:
 
 @dataclass
 class Decision:
-    """How a run ended. kind: success, ignored, fail, retry, requeue, rejected."""
+    """How a run ended. kind: success, ignored, fail, retry, requeue, rejected, stopped (the
+    worker stopped it on request: an aggressive pause or a termination)."""
 
     kind: str
     retval: Any = None
@@ -80,6 +82,7 @@ _STATE = {
     "retry": states.RETRY,
     "requeue": states.PENDING,
     "rejected": states.REJECTED,
+    "stopped": states.PENDING,
 }
 
 
@@ -163,6 +166,8 @@ def run_sync(
         else:
             with guard:
                 retval = _function(task)(*request.args, **request.kwargs)
+    except JobStopped as stopped:
+        decision = Decision("stopped", exc=stopped)
     except Exception as exc:
         decision = classify(task, request, exc)
     else:
@@ -199,6 +204,8 @@ async def run_async(
                 raise limit_exc(f"{task.name} exceeded its time limit of {limit}s") from error
         else:
             retval = await _function(task)(*request.args, **request.kwargs)
+    except JobStopped as stopped:
+        decision = Decision("stopped", exc=stopped)
     except Exception as exc:
         decision = classify(task, request, exc)
     else:
@@ -315,7 +322,7 @@ def to_outcome(
         return Outcome("complete", job_id, result=data, result_type=content_type)
     if kind == "ignored":
         return Outcome("complete", job_id, error_type=states.IGNORED_MARK)
-    if kind == "requeue":
+    if kind in ("requeue", "stopped"):
         return Outcome("release", job_id)
     exc = decision.exc
     assert exc is not None
@@ -358,6 +365,9 @@ def after_commit(
 def _after_commit(task: Task, request: _request.Context, decision: Decision, owned: bool) -> None:
     args, kwargs, task_id = request.args, request.kwargs, str(request.id)
     einfo = decision.einfo
+    if decision.kind == "stopped":
+        _stopped(task, request, owned)
+        return
     if not owned:
         _log_discarded(task, task_id)
     elif decision.kind == "success":
@@ -431,6 +441,17 @@ def _log_discarded(task: Task, task_id: str) -> None:
         task.name,
         task_id,
     )
+
+
+def _stopped(task: Task, request: _request.Context, owned: bool) -> None:
+    """A run stopped on request: given back (paused, or to the queue) or terminated."""
+    if owned:
+        logger.warning(
+            "Task %s[%s] stopped: released without using up its attempt", task.name, request.id
+        )
+        return
+    logger.warning("Task %s[%s] terminated (revoked)", task.name, request.id)
+    signals.task_revoked.send(task, request=request, terminated=True, signum=None, expired=False)
 
 
 def _log_failure(task: Task, task_id: Any, decision: Decision) -> None:

@@ -115,11 +115,27 @@ worker_process_shutdown = _signal(
 )
 import_modules = _signal("import_modules", "sender=app")
 
+# dbqueue's own (the seed's events). Job started/completed/failed/retrying are Celery's
+# task_prerun/task_success/task_failure/task_retry; app.events() carries all of them across
+# processes.
+job_paused = _signal("job_paused", "sender=app; job_id, mode (a running job: when it lands)")
+job_resumed = _signal("job_resumed", "sender=app; job_id, status (the status it returned to)")
+queue_paused = _signal("queue_paused", "sender=app; queue")
+queue_resumed = _signal("queue_resumed", "sender=app; queue")
+worker_paused = _signal("worker_paused", "sender=worker; mode")
+worker_resumed = _signal("worker_resumed", "sender=worker")
+custom_event = _signal("custom_event", "sender=app; job_id, kind, data")
+
 __all__ = [
     "Signal",
     "after_task_publish",
     "before_task_publish",
+    "custom_event",
     "import_modules",
+    "job_paused",
+    "job_resumed",
+    "queue_paused",
+    "queue_resumed",
     "task_failure",
     "task_postrun",
     "task_prerun",
@@ -130,9 +146,11 @@ __all__ = [
     "task_success",
     "task_unknown",
     "worker_init",
+    "worker_paused",
     "worker_process_init",
     "worker_process_shutdown",
     "worker_ready",
+    "worker_resumed",
     "worker_shutdown",
     "worker_shutting_down",
 ]

@@ -19,18 +19,20 @@ from sqlalchemy.engine import URL
 from dbqueue.backoff import RetryConfig
 from dbqueue.exceptions import DBQueueError
 from dbqueue.storage import migrate, queries
+from dbqueue.storage.control import ControlStorage
 from dbqueue.storage.engine import mask_password
 from dbqueue.storage.retry import call_with_retry
 
 T = TypeVar("T")
 
-#: The status each finishing transition leaves behind.
+#: The statuses each finishing transition can leave behind (a pause request turns a retry or
+#: a release into paused).
 _STATUS_AFTER = {
-    "complete": "completed",
-    "fail": "failed",
-    "retry": "retrying",
-    "release": "pending",
-    "expire": "cancelled",
+    "complete": ("completed",),
+    "fail": ("failed",),
+    "retry": ("retrying", "paused"),
+    "release": ("pending", "paused"),
+    "expire": ("cancelled",),
 }
 
 
@@ -175,8 +177,11 @@ class ReapedJob:
     attempt: int
 
 
-class Storage:
-    """Database access for one broker URL. Thread-safe; one per process per app."""
+class Storage(ControlStorage):
+    """Database access for one broker URL. Thread-safe; one per process per app.
+
+    Pausing, resuming and the event stream are in :class:`ControlStorage` (``control.py``).
+    """
 
     family = "base"
     #: The driver's parameter style for :meth:`raw` ('pyformat': psycopg, PyMySQL).
@@ -493,7 +498,7 @@ class Storage:
         the work done.
         """
         states = self.job_states(sorted(suspects))
-        return {i for i in suspects if states.get(i, ("", None))[0] != _STATUS_AFTER[kinds[i]]}
+        return {i for i in suspects if states.get(i, ("", None))[0] not in _STATUS_AFTER[kinds[i]]}
 
     def _finish_kind(self, conn: Connection, kind: str, params: list[dict[str, Any]]) -> set[str]:
         """Run one transition for many jobs; returns ids whose row may not have been updated.
@@ -548,6 +553,7 @@ class Storage:
         concurrency: int,
         pool: str,
         info: dict[str, Any],
+        pause_mode: str | None = None,
     ) -> None:
         params = {
             "id": worker,
@@ -558,6 +564,7 @@ class Storage:
             "concurrency": concurrency,
             "pool": pool,
             "info": json.dumps(info),
+            "pause_mode": pause_mode,
         }
         self.write(lambda c: self.run(c, "register_worker", params), "worker registration")
 
@@ -622,10 +629,17 @@ class Storage:
         )
         return {r.id: (r.status, r.error_type) for r in rows}
 
-    def revoke(self, ids: Sequence[str]) -> int:
-        return int(
-            self.write(lambda c: self.run(c, "revoke", {"ids": list(ids)}).rowcount, "revoke")
-        )
+    def revoke(self, ids: Sequence[str], terminate: bool = False) -> int:
+        """Cancel live jobs; with ``terminate`` the workers running them also stop them."""
+        params = {"ids": list(ids), "control": "terminate" if terminate else None}
+
+        def run(conn: Connection) -> int:
+            count = int(self.run(conn, "revoke", params).rowcount)
+            if terminate and count:
+                self._announce(conn, "revoke")
+            return count
+
+        return self.write(run, "revoke")
 
     def forget(self, job_id: str) -> int:
         return int(self.write(lambda c: self.run(c, "forget", {"id": job_id}).rowcount, "forget"))

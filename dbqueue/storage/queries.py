@@ -86,8 +86,15 @@ def parse(source: str, now: str) -> dict[str, Query]:
 
 
 def load(family: str) -> dict[str, Query]:
-    """Common queries overridden by the dialect family's own file."""
+    """Common queries (``common.sql``, then every other file that is not a dialect's, by name),
+    overridden by the dialect family's own file."""
     package = resources.files("dbqueue.storage") / "sql"
-    queries = parse((package / "common.sql").read_text("utf-8"), NOW[family])
-    queries.update(parse((package / f"{family}.sql").read_text("utf-8"), NOW[family]))
+    shared = sorted(
+        entry.name
+        for entry in package.iterdir()
+        if entry.name.endswith(".sql") and entry.name[:-4] not in (*NOW, "common")
+    )
+    queries: dict[str, Query] = {}
+    for name in ("common.sql", *shared, f"{family}.sql"):
+        queries.update(parse((package / name).read_text("utf-8"), NOW[family]))
     return queries

@@ -87,6 +87,9 @@ class Completer:
         self._storage_getter = storage_getter
         self.worker_id = worker_id
         self.on_written = on_written
+        #: Sees every committed batch, with whether each job was still ours, while set (the
+        #: worker's events and pause landings).
+        self.observer: Callable[[list[tuple[Outcome, bool]]], None] | None = None
         self._pending: list[tuple[Outcome, Receipt | None]] = []
         self._writing = 0
         self._writing_ids: set[str] = set()
@@ -142,24 +145,33 @@ class Completer:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 self._writing = len(batch)
                 self._writing_ids = {o.job_id for o, _ in batch}
-            self._write(batch)
+            owned = self._write(batch)
             with self._cond:
                 self._writing, self._writing_ids = 0, set()
             self.on_written()
+            observer = self.observer
+            if observer is not None:
+                try:
+                    observer([(outcome, outcome.job_id in owned) for outcome, _ in batch])
+                except Exception:
+                    logger.exception("Observing committed outcomes failed")
 
-    def _write(self, batch: list[tuple[Outcome, Receipt | None]]) -> None:
+    def _write(self, batch: list[tuple[Outcome, Receipt | None]]) -> set[str]:
+        """Commit a batch (one by one if the batch is refused); returns the ids still ours."""
         outcomes = [outcome for outcome, _ in batch]
         try:
             owned = self._finish(outcomes)
         except Exception:
             if len(batch) > 1:
+                owned = set()
                 for item in batch:
-                    self._write([item])
-                return
+                    owned |= self._write([item])
+                return owned
             owned = self._record_unwritable(outcomes[0])
         for outcome, future in batch:
             if future is not None:
                 future.set_result(outcome.job_id in owned)
+        return owned
 
     def _finish(self, outcomes: list[Outcome]) -> set[str]:
         """Write outcomes, waiting out database outages for as long as they last."""

@@ -5,6 +5,8 @@ outcome, which the parent commits (group commit with every other job) before ack
 so the child's ``task_success`` handlers see a committed result. The parent enforces time
 limits (SIGUSR1 raises SoftTimeLimitExceeded in the child; the hard limit kills it), replaces
 children that die or reach ``max_tasks_per_child``, and settles the job a dead child held.
+A job being stopped (aggressive pause, terminate) gets SIGUSR2, which raises JobStopped in the
+child; if it has not stopped after ``worker_stop_timeout`` its child is killed and replaced.
 
 Children are started through a fork server when the app can be imported by name (``-A``), so
 they never inherit the parent's threads or database connections; otherwise they are forked.
@@ -24,8 +26,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from dbqueue import control as app_control
 from dbqueue import signals
-from dbqueue.exceptions import SoftTimeLimitExceeded
+from dbqueue.exceptions import JobStopped, SoftTimeLimitExceeded
+from dbqueue.request import current_request
 from dbqueue.storage import ClaimedJob, Outcome
 from dbqueue.worker.completer import Receipt
 from dbqueue.worker.runner import JobRunner, time_limits
@@ -46,8 +50,12 @@ class _Child:
     soft_sent: bool = False
     reported: bool = False
     killed: bool = False
+    #: When a job asked to stop gets its child killed, if it has not reported by then.
+    stop_at: float | None = None
     #: The child said its last job was its last (max_tasks_per_child): give it no more.
     retiring: bool = False
+    #: The child process is gone: give it no more.
+    exited: bool = False
     #: A job handed to the child that it had not started when it exited cleanly.
     started: bool = False
     send_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,6 +94,7 @@ class PreforkPool:
         self.on_done = on_done
         self.max_tasks = max_tasks_per_child
         self.loglevel = loglevel
+        self.stop_timeout = float(app.conf.worker_stop_timeout)
         method = "forkserver" if app_spec else "fork"
         self._ctx: Any = multiprocessing.get_context(method)
         if app_spec:
@@ -172,6 +181,7 @@ class PreforkPool:
         soft, hard = time_limits(self.app, task, job)
         now = time.monotonic()
         child.job, child.reported, child.soft_sent = job, False, False
+        child.stop_at = None
         child.soft_at = now + soft if soft else None
         child.hard_at = now + hard if hard else None
         child.send(("job", job))
@@ -181,6 +191,27 @@ class PreforkPool:
         with self._lock:
             jobs, self._backlog = self._backlog, []
         return jobs
+
+    def stop_job(self, job_id: str) -> bool:
+        """Stop a job a child runs: SIGUSR2 now, SIGKILL after ``worker_stop_timeout``."""
+        with self._lock:
+            child = next(
+                (
+                    c
+                    for c in self._children
+                    if c.job is not None and c.job.id == job_id and not c.reported
+                ),
+                None,
+            )
+            if child is None:
+                return False
+            if child.stop_at is not None:
+                return True
+            child.stop_at = time.monotonic() + self.stop_timeout
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.process.pid, signal.SIGUSR2)
+        self._wakeup_w.send(b"")
+        return True
 
     # -- supervision (one thread) ------------------------------------------------------------
 
@@ -205,18 +236,19 @@ class PreforkPool:
             d
             for c in self._children
             if c.job is not None and not c.reported
-            for d in (None if c.soft_sent else c.soft_at, c.hard_at)
+            for d in (None if c.soft_sent else c.soft_at, c.hard_at, c.stop_at)
             if d is not None
         ]
         if not deadlines:
             return 0.5
         return max(0.0, min(min(deadlines) - time.monotonic(), 0.5))
 
-    def _receive(self, child: _Child) -> None:
+    def _receive(self, child: _Child) -> bool:
+        """Handle one message from the child; False once its pipe is closed."""
         try:
             message = child.conn.recv()
         except (EOFError, OSError):
-            return
+            return False
         kind = message[0]
         if kind == "outcome" and child.job is not None and not child.killed:
             child.reported = True
@@ -226,19 +258,28 @@ class PreforkPool:
         elif kind == "done":
             child.retiring = bool(message[2])
             self._finished(child)
+        return True
 
     def _finished(self, child: _Child) -> None:
         job = child.job
         with self._lock:
             child.job = None
-            if self._backlog and not self._stopping and not child.retiring:
+            if self._backlog and not self._stopping and not child.retiring and not child.exited:
                 self._assign(child, self._backlog.pop(0))
         if job is not None:
             self.on_done(job.id)
 
     def _reap_child(self, child: _Child) -> None:
-        """A child exited: settle the job it held, then replace it."""
+        """A child exited: settle the job it held, then replace it.
+
+        Messages it sent before exiting (its last "done") are read first: the exit can be
+        seen before them.
+        """
         child.process.join(0)
+        child.exited = True
+        with contextlib.suppress(EOFError, OSError):
+            while not child.killed and child.conn.poll() and self._receive(child):
+                pass
         job = child.job
         if job is not None:
             if child.reported:
@@ -269,7 +310,14 @@ class PreforkPool:
     def _settle_lost(self, child: _Child, job: ClaimedJob) -> None:
         code = child.process.exitcode
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        if child.killed:
+        if child.stop_at is not None:
+            logger.warning(
+                "Job %s of %s did not stop in time: its child process was replaced",
+                job.id,
+                job.task,
+            )
+            outcome = Outcome("release", job.id)
+        elif child.killed:
             outcome = Outcome(
                 "fail",
                 job.id,
@@ -298,7 +346,10 @@ class PreforkPool:
         for child in self._children:
             if child.job is None or child.reported or child.killed:
                 continue
-            if child.hard_at is not None and now >= child.hard_at:
+            if child.stop_at is not None and now >= child.stop_at:
+                child.killed = True
+                child.process.kill()
+            elif child.hard_at is not None and now >= child.hard_at:
                 logger.error(
                     "Job %s of %s exceeded its hard time limit: killing child %s",
                     child.job.id,
@@ -330,16 +381,18 @@ def _acknowledge(child: _Child) -> Callable[[Receipt], None]:
 
 
 class _BodyFlag:
-    """Marks when a job body runs, so a late SIGUSR1 never lands in dbqueue's own code."""
+    """Marks when a job body runs, so a late SIGUSR1/SIGUSR2 never lands in dbqueue's code."""
 
     def __init__(self) -> None:
         self.in_body = False
 
-    def arm(self, soft: float | None, hard: float | None) -> int:
-        self.in_body = True
-        return 1
+    def prepare(self, job_id: str) -> _BodyFlag:
+        return self
 
-    def disarm(self, token: int | None) -> None:
+    def __enter__(self) -> None:
+        self.in_body = True
+
+    def __exit__(self, *exc: object) -> None:
         self.in_body = False
 
 
@@ -383,7 +436,15 @@ def child_main(
         if flag.in_body:
             raise SoftTimeLimitExceeded("soft time limit exceeded")
 
+    def stop(signum: int, frame: Any) -> None:
+        request = current_request()
+        if request is not None and request.id:
+            app_control._stopping.add(str(request.id))
+        if flag.in_body:
+            raise JobStopped("stopped by the worker")
+
     signal.signal(signal.SIGUSR1, soft_limit)
+    signal.signal(signal.SIGUSR2, stop)
     signals.worker_process_init.send(hostname)
 
     def commit(outcome: Outcome, wait: bool) -> Receipt:
@@ -393,7 +454,7 @@ def child_main(
         reply = conn.recv()
         return Receipt.resolved(bool(reply[1]))
 
-    runner = JobRunner(app, hostname, worker_id, commit, watchdog=flag)
+    runner = JobRunner(app, hostname, worker_id, commit, stopper=flag)
     done = 0
     try:
         while True:
@@ -404,6 +465,7 @@ def child_main(
             if message is None:
                 break
             job = message[1]
+            app_control._stopping.clear()
             runner.run(job)
             done += 1
             retiring = bool(max_tasks and done >= max_tasks)

@@ -7,10 +7,9 @@ returns a future resolving to whether the job was still ours when it was written
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dbqueue import signals
 from dbqueue.exceptions import DecodeError, SoftTimeLimitExceeded, TimeLimitExceeded
@@ -29,10 +28,12 @@ from dbqueue.serialization import decode_call
 from dbqueue.storage import ClaimedJob, Outcome
 from dbqueue.task import Task
 from dbqueue.worker.completer import Receipt
+from dbqueue.worker.limits import LimitGuard
 
 if TYPE_CHECKING:
     from dbqueue.app import DBQueue
-    from dbqueue.worker.limits import Limiter
+    from dbqueue.worker.control import WorkerControl
+    from dbqueue.worker.limits import Limiter, Stopper
 
 logger = logging.getLogger("dbqueue.worker")
 
@@ -67,6 +68,8 @@ class JobRunner:
         worker_id: str,
         commit: Commit,
         watchdog: Limiter | None = None,
+        control: WorkerControl | None = None,
+        stopper: Stopper | _Body | None = None,
         commit_many: CommitMany | None = None,
     ) -> None:
         self.app = app
@@ -74,7 +77,12 @@ class JobRunner:
         self.worker_id = worker_id
         self.commit = commit
         self.commit_many = commit_many or self._commit_each
+        #: Time limits in this process (dbqueue/worker/limits.py); None in prefork children.
         self.watchdog = watchdog
+        #: Knows which job the thread runs, to stop it (limits.py; prefork's body flag).
+        self.stopper = stopper
+        #: The worker's gate and stop requests (dbqueue/worker/control.py); None in children.
+        self.control = control
         self._serializers = (app.conf.result_serializer, app.conf.task_serializer)
         self._accept = app.accept
         self._task_limits: dict[str, tuple[float | None, float | None]] = {}
@@ -166,11 +174,16 @@ class JobRunner:
 
     def _run(self, job: ClaimedJob, quiet: list[Outcome] | None) -> Receipt | None:
         task = self.app.tasks[job.task]
+        control = self.control
+        if control is not None and control.active and control.holds(job):
+            return control.hold_receipt(job, self.commit)
         request = self._prepare(task, job)
         if isinstance(request, Receipt):
             return request
         soft, hard = self._limits(task, job)
-        guard = self._guard(soft, hard) if (soft or hard) and self.watchdog else None
+        guard: Any = self.stopper.prepare(job.id) if self.stopper is not None else None
+        if (soft or hard) and self.watchdog:
+            guard = LimitGuard(self.watchdog, soft, hard, guard)
         decision = run_sync(task, request, guard)
         outcome = to_outcome(task, request, decision, *self._serializers)
         watched = _watchers(task) if decision.kind == "success" else HANDLERS
@@ -188,26 +201,22 @@ class JobRunner:
         after_commit(task, request, decision, future.result())
         return future
 
-    @contextlib.contextmanager
-    def _guard(self, soft: float | None, hard: float | None) -> Iterator[None]:
-        assert self.watchdog is not None
-        token = self.watchdog.arm(soft, hard)
-        try:
-            yield
-        finally:
-            self.watchdog.disarm(token)
-
     async def run_async(self, job: ClaimedJob) -> None:
         """Run an ``async def`` task's job on the worker's event loop."""
         import asyncio
 
         task = self.app.tasks[job.task]
+        control = self.control
+        if control is not None and control.active and control.holds(job):
+            await asyncio.to_thread(control.hold_receipt, job, self.commit)
+            return
         request = self._prepare(task, job)
         if isinstance(request, Receipt):
             return
         soft, hard = time_limits(self.app, task, job)
         limit, exc = (soft, SoftTimeLimitExceeded) if soft else (hard, TimeLimitExceeded)
-        decision = await run_async(task, request, limit, exc)
+        body = run_async(task, request, limit, exc)
+        decision = await (control.stoppable(job.id, body) if control is not None else body)
         outcome = to_outcome(task, request, decision, *self._serializers)
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[bool] = loop.create_future()
@@ -217,6 +226,12 @@ class JobRunner:
 
         self.commit(outcome, True).add_done_callback(resolve)
         after_commit(task, request, decision, await committed)
+
+
+class _Body(Protocol):
+    """Something that knows when a job body runs (a prefork child's flag)."""
+
+    def prepare(self, job_id: str) -> Any: ...
 
 
 #: The receipt of a job that needs nothing more from its slot.

@@ -24,10 +24,12 @@ from dbqueue import signals
 from dbqueue.exceptions import ImproperlyConfigured, NotRegistered, StorageUnavailable
 from dbqueue.request import Context
 from dbqueue.storage import ClaimedJob, Outcome, Storage
+from dbqueue.storage.control import CONTROL_CHANNEL
 from dbqueue.worker.aio import EventLoopThread
 from dbqueue.worker.banner import banner, parse_loglevel, setup_logging
 from dbqueue.worker.completer import Completer
-from dbqueue.worker.limits import Watchdog
+from dbqueue.worker.control import WorkerControl
+from dbqueue.worker.limits import Stopper, Watchdog
 from dbqueue.worker.maintenance import Maintenance, Schedule
 from dbqueue.worker.pools import SoloPool, ThreadPool
 from dbqueue.worker.runner import JobRunner
@@ -175,6 +177,8 @@ class Worker:
         self._audit_due = time.monotonic() + AUDIT_INTERVAL
         self._min_interval = float(conf.worker_poll_interval_min)
         self._max_interval = float(conf.worker_poll_interval)
+        #: Pause, the gate before each job start, stop requests, events (worker/control.py).
+        self.control = WorkerControl(self)
 
     @property
     def total_slots(self) -> int:
@@ -189,6 +193,34 @@ class Worker:
     @property
     def storage(self) -> Storage:
         return self.app.storage
+
+    # -- pause, resume, cancel (worker/control.py) -------------------------------------------
+
+    def pause(self, mode: str = "graceful") -> None:
+        """Stop claiming and give back claimed jobs not started; running jobs finish
+        (``"graceful"``) or are stopped and returned to the queue (``"aggressive"``)."""
+        self.control.pause(mode)
+
+    def resume(self) -> None:
+        """Claim jobs again."""
+        self.control.resume()
+
+    @property
+    def is_paused(self) -> bool:
+        return self.control.mode is not None
+
+    @property
+    def pause_mode(self) -> str | None:
+        """``"graceful"`` or ``"aggressive"`` while paused, else None."""
+        return self.control.mode
+
+    def wait_for_pause(self, timeout: float | None = None) -> bool:
+        """After :meth:`pause`: wait until no job runs here; False on timeout."""
+        return self.control.wait_for_pause(timeout)
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancel a job (revoke) and stop it at once; True if it was running here."""
+        return self.control.cancel_job(job_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -208,13 +240,16 @@ class Worker:
         self.completer = Completer(lambda: self.app.storage, self.id, self._wake.set)
         self.completer.start()
         self.watchdog = Watchdog()
+        self.stopper = Stopper()
         self.runner = JobRunner(
             self.app,
             self.name,
             self.id,
             self.completer.submit,
             self.watchdog,
-            self.completer.submit_many,
+            self.control,
+            self.stopper,
+            commit_many=self.completer.submit_many,
         )
         self.pool = self._make_pool()
         self.pool.start()
@@ -227,7 +262,10 @@ class Worker:
             lambda n: self._poke_all(),
         )
         self.maintenance.start()
-        self.listener = storage.listener(["dbqueue_jobs"], self._notified, self._poke_all)
+        self.control.start()
+        self.listener = storage.listener(
+            ["dbqueue_jobs", CONTROL_CHANNEL], self._notified, self._on_listening
+        )
         self.app.add_local_waker(self._poke)
         if self.show_banner:
             print(banner(self), flush=True)
@@ -291,6 +329,7 @@ class Worker:
             self.total_slots,
             self.pool_name,
             {"version": __version__, "tasks": sorted(self.app.tasks)},
+            self.control.mode,
         )
 
     def _announce_ready(self) -> None:
@@ -304,8 +343,15 @@ class Worker:
     # -- waking ------------------------------------------------------------------------------
 
     def _notified(self, channel: str, queue: str) -> None:
-        if queue in self.queue_names:
+        if channel == CONTROL_CHANNEL:
+            self.control.notified()
+        elif queue in self.queue_names:
             self._poke(queue)
+
+    def _on_listening(self) -> None:
+        """(Re)connected: notifications sent meanwhile are lost, so look again."""
+        self._poke_all()
+        self.control.notified()
 
     def _poke(self, queue: str) -> None:
         """Work may be waiting in ``queue``: claim at the next turn of the loop."""
@@ -331,9 +377,10 @@ class Worker:
                 self._audit()
             wake_at = now + self._max_interval
             backlogged = self.completer.backlog > max(self.total_slots, MAX_CLAIM)
+            paused = self.control.mode is not None
             for group in self.groups:
                 free = group.window() - group.running
-                if free <= 0 or backlogged:
+                if free <= 0 or backlogged or paused:
                     continue
                 if group.next_poll > now:
                     wake_at = min(wake_at, group.next_poll)
@@ -417,6 +464,9 @@ class Worker:
             group.running += len(jobs)
             for job in jobs:
                 self._jobs[job.id] = (group, claimed)
+        control = self.control
+        if control.events.on:
+            control.events.started(jobs)
         tasks = self.app.tasks
         log_received = logger.isEnabledFor(logging.INFO)
         runnable: list[ClaimedJob] = []
@@ -431,7 +481,9 @@ class Worker:
                     logger.info("Task %s[%s] received", job.task, job.id)
                 if signals.task_received.receivers:
                     signals.task_received.send(self, request=job)
-                if task.is_async:
+                if control.active and control.holds(job):
+                    control.hold(job)
+                elif task.is_async:
                     self._start_async(group, job)
                 else:
                     runnable.append(job)
@@ -579,6 +631,7 @@ class Worker:
         # Threads still stuck in released jobs are not waited for: the process exits next.
         self.pool.stop(0.0 if leftover else 5.0)
         self.completer.stop()
+        self.control.stop()
         self.maintenance.stop()
         if self.listener is not None:
             self.listener.stop()

@@ -24,6 +24,7 @@ FAST_SETTINGS: dict[str, Any] = {
     "stale_lock_interval": 0.2,
     "stale_lock_age": 1.0,
     "worker_shutdown_timeout": 10.0,
+    "worker_control_interval": 0.2,
 }
 
 #: Seconds a test waits for a job that should finish promptly.

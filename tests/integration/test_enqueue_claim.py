@@ -67,7 +67,7 @@ def test_countdown_job_is_claimed_only_once_due(app: DBQueue) -> None:
     before = app.storage.now()
     result = later.apply_async(countdown=1.0)
     row = job(app, result.id)
-    assert 0.95 <= row["run_at"] - before <= 2.0
+    assert 0.95 <= row["run_at"] - before <= 5.0  # the upper bound only guards against nonsense
     worker_id = register(app, ["celery"])
     assert app.storage.claim(worker_id, ["celery"], 10) == []
 

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from dbqueue.storage import migrate, queries
 from dbqueue.storage.base import _STATUS_AFTER
+from dbqueue.storage.control import POSTGRESQL_ONLY
 
 FAMILIES = ("postgresql", "mysql", "sqlite")
 DIALECTS = {
@@ -30,19 +31,23 @@ def statements_run_by(module: str) -> set[str]:
     return set(re.findall(r'\.(?:run|raw|raw_many)\(\s*\w+\s*,\s*"(\w+)"', source))
 
 
-#: Statements each family needs: the shared code's, the transitions ``finish`` runs by kind,
-#: and the family's own module's.
+#: Statements each family needs: the shared code's (base.py, control.py), the transitions
+#: ``finish`` runs by kind, and the family's own module's.
 NEEDED = {
-    family: statements_run_by("base") | set(_STATUS_AFTER) | statements_run_by(family)
+    family: statements_run_by("base")
+    | (statements_run_by("control") - set(POSTGRESQL_ONLY))
+    | set(_STATUS_AFTER)
+    | statements_run_by(family)
     for family in FAMILIES
 }
-NEEDED["postgresql"] |= {"insert_job_notify"}
+NEEDED["postgresql"] |= {"insert_job_notify", *POSTGRESQL_ONLY}
 
 
 def test_the_source_scan_finds_the_core_statements() -> None:
     """Guards the scan above: if it found nothing, the next test would prove nothing."""
     assert {"insert_job", "claim", "reap", "get_job", "prune"} <= statements_run_by("base")
     assert {"claim_lock", "reap_lock", "insert_jobs"} <= statements_run_by("mysql")
+    assert {"pause_job", "control_requests", *POSTGRESQL_ONLY} <= statements_run_by("control")
 
 
 @pytest.mark.parametrize("name", SQL_FILES)

@@ -49,17 +49,24 @@ WHERE id = :id AND worker = :worker AND status = 'running'
 
 -- name: retry
 -- running -> retrying: run again after :delay seconds; keep the last error for inspection.
--- New args (Task.retry(args=...)) replace the payload when given.
+-- New args (Task.retry(args=...)) replace the payload when given. A job whose pause was
+-- requested meanwhile (control, kept as the pause mode) is held: running -> paused, resuming
+-- to retrying.
 UPDATE dbqueue_jobs
-SET status = 'retrying', run_at = {now} + :delay, error_type = :error_type, error = :error,
+SET status = CASE WHEN control IS NULL THEN 'retrying' ELSE 'paused' END,
+    resume_status = CASE WHEN control IS NULL THEN resume_status ELSE 'retrying' END,
+    run_at = {now} + :delay, error_type = :error_type, error = :error,
     traceback = :traceback, payload = COALESCE(:payload, payload)
 WHERE id = :id AND worker = :worker AND status = 'running'
 
 -- name: release
--- running -> pending without using up the attempt: claimed but never started (shutdown),
--- or rejected with requeue.
+-- running -> pending without using up the attempt: claimed but never started (shutdown, a
+-- pause that landed), stopped (aggressive pause), or rejected with requeue. A job whose pause
+-- was requested (control, kept as the pause mode) goes to paused instead, resuming to pending.
 UPDATE dbqueue_jobs
-SET status = 'pending', attempt = attempt - 1, worker = NULL, started_at = NULL
+SET status = CASE WHEN control IS NULL THEN 'pending' ELSE 'paused' END,
+    resume_status = CASE WHEN control IS NULL THEN resume_status ELSE 'pending' END,
+    attempt = attempt - 1, worker = NULL, started_at = NULL
 WHERE id = :id AND worker = :worker AND status = 'running'
 
 -- name: expire
@@ -70,9 +77,12 @@ SET status = 'cancelled', error_type = 'dbqueue.exceptions.TaskRevokedError',
 WHERE id = :id AND worker = :worker AND status = 'running'
 
 -- name: revoke
--- Any live status -> cancelled (AsyncResult.revoke). A running job's outcome is then discarded.
+-- Any live status -> cancelled (AsyncResult.revoke). A running job's outcome is then discarded;
+-- with :control = 'terminate' (revoke(terminate=True)) its worker also stops it. control is
+-- assigned before status (MySQL assigns left to right).
 UPDATE dbqueue_jobs
-SET status = 'cancelled', error_type = 'dbqueue.exceptions.TaskRevokedError',
+SET control = CASE WHEN status = 'running' THEN COALESCE(:control, control) ELSE control END,
+    status = 'cancelled', error_type = 'dbqueue.exceptions.TaskRevokedError',
     error = 'revoked', finished_at = {now}
 WHERE id IN :ids AND status IN ('pending', 'running', 'retrying', 'waiting', 'paused')
 
@@ -84,7 +94,8 @@ SELECT id FROM dbqueue_jobs WHERE status = 'running' AND worker = :worker
 -- Everything about one job.
 SELECT id, task, queue, priority, status, payload, content_type, result, result_type,
        error_type, error, traceback, attempt, max_retries, run_at, expires_at, created_at,
-       started_at, finished_at, worker, unique_key, parent_id, root_id, options
+       started_at, finished_at, worker, unique_key, parent_id, root_id, options,
+       resume_status, control
 FROM dbqueue_jobs WHERE id = :id
 
 -- name: job_states
@@ -126,8 +137,9 @@ DELETE FROM dbqueue_jobs WHERE id IN (
 -- name: register_worker
 -- A worker announces itself; its heartbeat keeps its jobs from being reaped.
 INSERT INTO dbqueue_workers (id, name, hostname, pid, queues, concurrency, pool, info,
-                             started_at, heartbeat_at)
-VALUES (:id, :name, :hostname, :pid, :queues, :concurrency, :pool, :info, {now}, {now})
+                             started_at, heartbeat_at, pause_mode)
+VALUES (:id, :name, :hostname, :pid, :queues, :concurrency, :pool, :info, {now}, {now},
+        :pause_mode)
 
 -- name: heartbeat
 -- One statement per worker per interval: proof of life for every job the worker runs.
@@ -140,6 +152,7 @@ DELETE FROM dbqueue_workers WHERE id = :id
 -- name: live_workers
 -- Workers that heartbeated within :age seconds.
 SELECT id, name, hostname, pid, queues, concurrency, pool, info, started_at, heartbeat_at,
+       pause_mode,
        (SELECT COUNT(*) FROM dbqueue_jobs j WHERE j.status = 'running' AND j.worker = w.id)
        AS running
 FROM dbqueue_workers w WHERE heartbeat_at > {now} - :age ORDER BY name

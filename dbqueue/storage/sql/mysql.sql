@@ -44,15 +44,17 @@ FOR UPDATE SKIP LOCKED
 
 -- name: reap
 -- running -> pending (or failed once the retry budget is spent) for the rows reap_lock locked;
--- the lost run counts as an attempt. MySQL assigns left to right, so worker is cleared last.
+-- the lost run counts as an attempt; a job whose pause was requested (control) goes to paused.
+-- MySQL assigns left to right: resume_status reads the new status, worker is cleared last.
 UPDATE dbqueue_jobs
 SET error = CONCAT('Worker exited prematurely: worker ', COALESCE(worker, '?'),
                    ' stopped heartbeating during attempt ', attempt),
     error_type = 'dbqueue.exceptions.WorkerLostError',
     finished_at = CASE WHEN max_retries IS NOT NULL AND attempt > max_retries
                        THEN {now} END,
-    status = CASE WHEN max_retries IS NOT NULL AND attempt > max_retries
-                  THEN 'failed' ELSE 'pending' END,
+    status = CASE WHEN max_retries IS NOT NULL AND attempt > max_retries THEN 'failed'
+                  WHEN control IS NOT NULL THEN 'paused' ELSE 'pending' END,
+    resume_status = CASE WHEN status = 'paused' THEN 'pending' ELSE resume_status END,
     worker = NULL
 WHERE id IN :ids
 
@@ -75,3 +77,8 @@ INSERT INTO dbqueue_jobs (
     :id, :task, :queue, :priority, :status, :payload, :content_type, :max_retries,
     :run_at, :expires_at, :unique_key, :parent_id, :root_id, :options
 )
+
+-- name: pause_queue
+-- Pause a queue for every worker: an upsert, so two processes pausing it at once never clash.
+INSERT INTO dbqueue_queues (name, paused, updated_at) VALUES (:name, TRUE, {now})
+ON DUPLICATE KEY UPDATE paused = TRUE, updated_at = {now}

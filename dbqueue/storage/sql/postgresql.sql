@@ -51,7 +51,8 @@ SELECT pg_notify('dbqueue_done', :ids)
 -- name: reap
 -- running -> pending (or failed once the retry budget is spent) for jobs whose worker stopped
 -- heartbeating :age seconds ago. The lost run counts as an attempt, so a job that keeps
--- killing its worker ends failed instead of looping forever.
+-- killing its worker ends failed instead of looping forever. A job whose pause was requested
+-- (control) goes to paused instead of pending.
 WITH lost AS MATERIALIZED (
     SELECT id FROM dbqueue_jobs j
     WHERE status = 'running'
@@ -62,8 +63,9 @@ WITH lost AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE dbqueue_jobs AS j
-SET status = CASE WHEN j.max_retries IS NOT NULL AND j.attempt > j.max_retries
-                  THEN 'failed' ELSE 'pending' END,
+SET status = CASE WHEN j.max_retries IS NOT NULL AND j.attempt > j.max_retries THEN 'failed'
+                  WHEN j.control IS NOT NULL THEN 'paused' ELSE 'pending' END,
+    resume_status = CASE WHEN j.control IS NOT NULL THEN 'pending' ELSE j.resume_status END,
     error_type = 'dbqueue.exceptions.WorkerLostError',
     error = 'Worker exited prematurely: worker ' || COALESCE(j.worker, '?')
             || ' stopped heartbeating during attempt ' || j.attempt,
@@ -93,3 +95,21 @@ SET status = 'completed', result = NULL, result_type = NULL, error_type = NULL, 
 FROM unnest(CAST(:ids AS text[])) AS v(id)
 WHERE j.id = v.id AND j.worker = :worker AND j.status = 'running'
 RETURNING j.id
+
+-- name: current_schema
+-- The schema the tables live in: notification channels are database-wide, so events say
+-- which schema's app they belong to.
+SELECT current_schema()
+
+-- name: notify_events
+-- Publish events: {"scope": schema, "events": [...]} under 8000 bytes. Run with one parameter
+-- set per payload (executemany: one round trip; an array parameter costs far more to encode).
+SELECT pg_notify('dbqueue_events', :payload)
+
+-- name: notify_control
+-- Tell every worker to run its control pass now (a pause, resume or termination was written).
+SELECT pg_notify('dbqueue_control', :payload)
+
+-- name: notify_queue
+-- Wake idle workers of a queue that has claimable jobs again (a resumed queue or job).
+SELECT pg_notify('dbqueue_jobs', :queue)

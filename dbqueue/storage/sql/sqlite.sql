@@ -21,10 +21,12 @@ RETURNING id, task, queue, priority, payload, content_type, attempt, max_retries
 
 -- name: reap
 -- running -> pending (or failed once the retry budget is spent) for jobs whose worker stopped
--- heartbeating :age seconds ago; the lost run counts as an attempt.
+-- heartbeating :age seconds ago; the lost run counts as an attempt. A job whose pause was
+-- requested (control) goes to paused instead of pending.
 UPDATE dbqueue_jobs
-SET status = CASE WHEN max_retries IS NOT NULL AND attempt > max_retries
-                  THEN 'failed' ELSE 'pending' END,
+SET status = CASE WHEN max_retries IS NOT NULL AND attempt > max_retries THEN 'failed'
+                  WHEN control IS NOT NULL THEN 'paused' ELSE 'pending' END,
+    resume_status = CASE WHEN control IS NOT NULL THEN 'pending' ELSE resume_status END,
     error_type = 'dbqueue.exceptions.WorkerLostError',
     error = 'Worker exited prematurely: worker ' || COALESCE(worker, '?')
             || ' stopped heartbeating during attempt ' || attempt,
