@@ -26,6 +26,7 @@ from dbqueue.exceptions import (
     Reject,
     Retry,
     RetryAfter,
+    ScheduleError,
     SoftTimeLimitExceeded,
     TaskNotFound,
     TaskRevokedError,
@@ -35,6 +36,7 @@ from dbqueue.exceptions import (
 )
 from dbqueue.request import Context
 from dbqueue.result import AsyncResult, EagerResult
+from dbqueue.schedules import cron, crontab, daily, every, schedule, weekly
 from dbqueue.task import Task
 
 __version__ = "0.1.0"
@@ -58,6 +60,7 @@ __all__ = [
     "Retry",
     "RetryAfter",
     "RetryConfig",
+    "ScheduleError",
     "SoftTimeLimitExceeded",
     "Task",
     "TaskNotFound",
@@ -66,8 +69,14 @@ __all__ = [
     "TimeoutError",
     "WorkerLostError",
     "__version__",
+    "cron",
+    "crontab",
     "current_app",
+    "daily",
+    "every",
+    "schedule",
     "shared_task",
     "signals",
     "states",
+    "weekly",
 ]

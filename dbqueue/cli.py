@@ -127,6 +127,11 @@ def main(app_spec: str | None, broker: str | None, workdir: str | None) -> None:
     help="Replace a prefork child after this many jobs.",
 )
 @click.option("--without-banner", is_flag=True, help="Do not print the start-up banner.")
+@click.option("-B", "--beat", is_flag=True, help="Also fire the app's schedules (any number may).")
+@click.option(
+    "-s", "--schedule-filename", hidden=True, help="Ignored: schedules live in the database."
+)
+@click.option("--scheduler", hidden=True, help="Ignored: dbqueue has one scheduler.")
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -140,6 +145,9 @@ def worker(
     logfile: str | None,
     max_tasks_per_child: int | None,
     without_banner: bool,
+    beat: bool,
+    schedule_filename: str | None,
+    scheduler: str | None,
 ) -> None:
     """Start a worker."""
     app = _load_app(ctx, app_spec, broker, required=True)
@@ -153,6 +161,7 @@ def worker(
         max_tasks_per_child=max_tasks_per_child,
         app_spec=ctx.meta["app_spec"],
         show_banner=not without_banner,
+        beat=beat,
     ).start()
 
 
@@ -330,3 +339,9 @@ def status(ctx: click.Context, app_spec: str | None, broker: str | None, as_json
             f"running {w['running']}  queues {queues}  "
             f"heartbeat {now - w['heartbeat_at']:.1f}s ago"
         )
+
+
+from dbqueue.cli_beat import beat, schedules  # noqa: E402 - the commands import the helpers above
+
+main.add_command(beat)
+main.add_command(schedules)

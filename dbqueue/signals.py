@@ -114,10 +114,18 @@ worker_process_shutdown = _signal(
     "worker_process_shutdown", "sender=hostname; pid, exitcode (in each prefork child)"
 )
 import_modules = _signal("import_modules", "sender=app")
+beat_init = _signal(
+    "beat_init", "sender=the scheduler (dbqueue beat), once its schedules are stored"
+)
+beat_embedded_init = _signal(
+    "beat_embedded_init", "sender=the scheduler in a worker (-B), once its schedules are stored"
+)
 
 __all__ = [
     "Signal",
     "after_task_publish",
+    "beat_embedded_init",
+    "beat_init",
     "before_task_publish",
     "import_modules",
     "task_failure",

@@ -25,6 +25,7 @@ from dbqueue.request import Context
 from dbqueue.storage import ClaimedJob, Outcome, Storage
 from dbqueue.worker.aio import EventLoopThread
 from dbqueue.worker.banner import banner, parse_loglevel, setup_logging
+from dbqueue.worker.beat import embedded_beat
 from dbqueue.worker.completer import Completer
 from dbqueue.worker.limits import Watchdog
 from dbqueue.worker.maintenance import Maintenance, Schedule
@@ -103,6 +104,7 @@ class Worker:
         app_spec: str | None = None,
         install_signals: bool | None = None,
         show_banner: bool = True,
+        beat: bool = False,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -133,6 +135,8 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.install_signals = install_signals
         self.show_banner = show_banner
+        self.embed_beat = beat
+        self.beat: Any = None
         self._jobs: dict[str, QueueGroup] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -172,6 +176,8 @@ class Worker:
         self.app.finalize()
         signals.worker_init.send(self)
         storage = self.storage
+        if self.embed_beat:
+            self.beat = embedded_beat(self.app)
         self._register()
         self.completer = Completer(lambda: self.app.storage, self.id, self._wake.set)
         self.completer.start()
@@ -188,6 +194,8 @@ class Worker:
             lambda n: self._poke_all(),
         )
         self.maintenance.start()
+        if self.beat is not None:
+            self.beat.start()
         self.listener = storage.listener(["dbqueue_jobs"], self._notified, self._poke_all)
         self.app.add_local_waker(self._poke)
         if self.show_banner:
@@ -471,6 +479,8 @@ class Worker:
     def _shutdown(self) -> None:
         """Warm shutdown: release unstarted jobs, wait for running ones, then leave."""
         self._stopping = True
+        if self.beat is not None:
+            self.beat.stop()
         self.app.remove_local_waker(self._poke)
         unstarted = self.pool.drain_unstarted()
         if unstarted:

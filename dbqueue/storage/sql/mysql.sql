@@ -75,3 +75,15 @@ INSERT INTO dbqueue_jobs (
     :id, :task, :queue, :priority, :status, :payload, :content_type, :max_retries,
     :run_at, :expires_at, :unique_key, :parent_id, :root_id, :options
 )
+
+-- name: schedule_insert
+-- Register a schedule the first time any process sees it; a row already there is left alone
+-- (the no-op update reports 0 rows changed).
+INSERT INTO dbqueue_schedules (
+    name, task, queue, kind, expression, timezone, spec, args, kwargs, options, payload,
+    content_type, job, catch_up, enabled, next_fire_at, created_at, updated_at
+) VALUES (
+    :name, :task, :queue, :kind, :expression, :timezone, :spec, :args, :kwargs, :options,
+    :payload, :content_type, :job, :catch_up, :enabled, :next_fire_at, {now}, {now}
+)
+ON DUPLICATE KEY UPDATE name = name
