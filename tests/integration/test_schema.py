@@ -19,6 +19,15 @@ from dbqueue.storage.migrate import Migration
 from tests.integration.helpers import job, settle, sql
 from tests.support.polling import wait_until
 
+#: The migrations this release ships (the same versions for every dialect), and the number a
+#: newer release's next migration would take.
+SHIPPED = migrate.available("sqlite")
+SHIPPED_NAMES = [f"{m.version:04d}_{m.name}" for m in SHIPPED]
+SHIPPED_ROWS = [(m.version, m.name) for m in SHIPPED]
+LATEST = SHIPPED[-1].version
+NEXT = LATEST + 1
+NEXT_NAME = f"{NEXT:04d}_add_note"
+
 
 def schema_rows(url: str) -> list[tuple[int, str]]:
     engine = create_engine(url, poolclass=NullPool)
@@ -32,11 +41,11 @@ def schema_rows(url: str) -> list[tuple[int, str]]:
 
 def test_upgrade_is_idempotent(make_app, db_url: str) -> None:
     app = make_app(db_url)
-    assert app.upgrade_db() == ["0001_initial"]
+    assert app.upgrade_db() == SHIPPED_NAMES
     assert app.upgrade_db() == []
     storage = app.storage  # auto-upgrade on first use: nothing left to do
     assert storage.upgrade() == []
-    assert storage.schema_version() == 1
+    assert storage.schema_version() == LATEST
     storage.check_schema()
 
     @app.task(name="kept")
@@ -46,7 +55,7 @@ def test_upgrade_is_idempotent(make_app, db_url: str) -> None:
     result = kept.delay(5)
     assert storage.upgrade() == []
     assert job(app, result.id)["status"] == "pending"
-    assert schema_rows(db_url) == [(1, "initial")]
+    assert schema_rows(db_url) == SHIPPED_ROWS
 
 
 def test_auto_upgrade_off_on_an_empty_database_says_what_to_run(make_app, db_url: str) -> None:
@@ -60,7 +69,7 @@ def test_auto_upgrade_off_on_an_empty_database_says_what_to_run(make_app, db_url
         _ = app.storage
     with pytest.raises(SchemaError, match="dbqueue db upgrade"):
         early.delay()
-    assert app.upgrade_db() == ["0001_initial"]
+    assert app.upgrade_db() == SHIPPED_NAMES
     result = early.delay()
     assert result.state == "PENDING"
 
@@ -70,7 +79,7 @@ def with_migration_2(family: str) -> list[Migration]:
     return [
         *ORIGINAL_AVAILABLE(family),
         Migration(
-            2,
+            NEXT,
             "add_note",
             (
                 "ALTER TABLE dbqueue_jobs ADD COLUMN note varchar(100) DEFAULT 'migrated'",
@@ -105,8 +114,8 @@ def test_upgrade_never_loses_rows(
     upgraded = make_app(db_url)
     applied = upgraded.storage.upgrade()  # the first use already applied it
     assert applied == []
-    assert upgraded.storage.schema_version() == 2
-    assert schema_rows(db_url) == [(1, "initial"), (2, "add_note")]
+    assert upgraded.storage.schema_version() == NEXT
+    assert schema_rows(db_url) == [*SHIPPED_ROWS, (NEXT, "add_note")]
     upgraded.storage.check_schema()
 
     for job_id, row in before.items():
@@ -130,11 +139,11 @@ def test_upgrade_applies_only_the_missing_migration(
     make_app, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(db_url)
-    assert app.upgrade_db() == ["0001_initial"]
+    assert app.upgrade_db() == SHIPPED_NAMES
     monkeypatch.setattr(migrate, "available", with_migration_2)
-    assert app.upgrade_db() == ["0002_add_note"]
+    assert app.upgrade_db() == [NEXT_NAME]
     assert app.upgrade_db() == []
-    assert schema_rows(db_url) == [(1, "initial"), (2, "add_note")]
+    assert schema_rows(db_url) == [*SHIPPED_ROWS, (NEXT, "add_note")]
 
 
 def mark_schema_newer(url: str) -> None:
@@ -144,8 +153,9 @@ def mark_schema_newer(url: str) -> None:
             conn.execute(
                 text(
                     "INSERT INTO dbqueue_schema (version, name, applied_at) "
-                    "VALUES (2, 'from_the_future', 0)"
-                )
+                    "VALUES (:v, 'from_the_future', 0)"
+                ),
+                {"v": NEXT},
             )
     finally:
         engine.dispose()
@@ -157,7 +167,7 @@ def test_newer_schema_than_the_code_asks_to_upgrade_dbqueue(make_app, db_url: st
     app = make_app(db_url, database_auto_upgrade=False)
     with pytest.raises(SchemaError, match="upgrade dbqueue") as raised:
         _ = app.storage
-    assert "version 2" in str(raised.value)
+    assert f"version {NEXT}" in str(raised.value)
 
 
 def test_newer_schema_is_refused_with_auto_upgrade_on(make_app, db_url: str) -> None:
@@ -174,7 +184,8 @@ def test_older_schema_with_auto_upgrade_off_asks_for_db_upgrade(
     make_app(db_url).upgrade_db()
     monkeypatch.setattr(migrate, "available", with_migration_2)
     app = make_app(db_url, database_auto_upgrade=False)
-    with pytest.raises(SchemaError, match=r"version 1, this release needs 2.*dbqueue db upgrade"):
+    expected = rf"version {LATEST}, this release needs {NEXT}.*dbqueue db upgrade"
+    with pytest.raises(SchemaError, match=expected):
         _ = app.storage
 
 
@@ -192,8 +203,8 @@ def test_concurrent_upgrades_from_threads_apply_each_migration_once(
     with ThreadPoolExecutor(len(apps)) as pool:
         outcomes = list(pool.map(upgrade, apps))
     applied = sorted(name for names in outcomes for name in names)
-    assert applied == ["0001_initial", "0002_add_note"]
-    assert schema_rows(db_url) == [(1, "initial"), (2, "add_note")]
+    assert applied == [*SHIPPED_NAMES, NEXT_NAME]
+    assert schema_rows(db_url) == [*SHIPPED_ROWS, (NEXT, "add_note")]
 
 
 UPGRADE_SCRIPT = """
@@ -240,5 +251,5 @@ def test_concurrent_upgrades_from_processes_apply_each_migration_once(tmp_path, 
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
     applied = sorted(out.strip() for out, _ in outputs)
-    assert applied == ["", "", "0001_initial"]
-    assert schema_rows(db_url) == [(1, "initial")]
+    assert applied == ["", "", ",".join(SHIPPED_NAMES)]
+    assert schema_rows(db_url) == SHIPPED_ROWS
