@@ -87,14 +87,17 @@ class ScheduleStore:
         def run(conn: Connection) -> str:
             now = float(storage.run(conn, "now").scalar())
             first = definition.schedule.next_after(now)
-            inserted = storage.run(
-                conn, "schedule_insert", {**values, "enabled": True, "next_fire_at": first}
-            ).rowcount
-            row = storage.run(conn, "schedule_lock", {"name": definition.name}).one()
+            lock = {"name": definition.name}
+            row = storage.run(conn, "schedule_lock", lock).first()
+            created = row is None
+            if created:  # a registration racing ours may insert it first: then this does nothing
+                insert = {**values, "enabled": True, "next_fire_at": first}
+                storage.run(conn, "schedule_insert", insert)
+                row = storage.run(conn, "schedule_lock", lock).one()
             stored = dict(row._mapping)
             stored["payload"] = bytes(stored["payload"])
             if all(stored[c] == values[c] for c in _DEFINITION_COLUMNS):
-                return "created" if inserted == 1 and stored["version"] == 0 else "unchanged"
+                return "created" if created else "unchanged"
             timing = stored["spec"] != values["spec"]
             cursor = first if timing else float(stored["next_fire_at"])
             storage.run(conn, "schedule_update", {**values, "next_fire_at": cursor})
@@ -180,7 +183,7 @@ class ScheduleStore:
                     )
             elif row.enabled:
                 storage.run(conn, "schedule_disable", {"name": name, "enabled": False})
-            return dict(row._mapping)
+            return {**row._mapping, "enabled": bool(row.enabled)}
 
         return storage.write(run, f"{'enabling' if enabled else 'disabling'} schedule {name!r}")
 

@@ -77,8 +77,8 @@ INSERT INTO dbqueue_jobs (
 )
 
 -- name: schedule_insert
--- Register a schedule the first time any process sees it; a row already there is left alone
--- (the no-op update reports 0 rows changed).
+-- Register a schedule the first time any process sees it; a row already there (a racing
+-- registration's) is left alone.
 INSERT INTO dbqueue_schedules (
     name, task, queue, kind, expression, timezone, spec, args, kwargs, options, payload,
     content_type, job, catch_up, enabled, next_fire_at, created_at, updated_at
