@@ -198,7 +198,10 @@ def collect(app: DBQueue) -> list[ScheduleEntry]:
     source = app.conf.beat_schedule or {}
     if not isinstance(source, Mapping):
         raise ScheduleError(f"beat_schedule must be a dict of name -> entry, got {source!r}")
-    timezone = zone_name(app.conf.timezone)
+    try:
+        timezone = zone_name(app.conf.timezone)
+    except ScheduleError as error:
+        raise ScheduleError(f"the app's timezone setting: {error}") from None
     return [parse_entry(name, value, timezone) for name, value in source.items()]
 
 

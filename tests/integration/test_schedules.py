@@ -3,6 +3,7 @@ per fire time, in the claim's transaction), catch-up, enable/disable, and a work
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable
@@ -199,7 +200,7 @@ def test_catch_up_after_a_stop(sched_app: DBQueue, catch_up: str) -> None:
         interval=0.05,
     )
     later = [j["run_at"] for j in scheduled_jobs(app)[expected:]]
-    assert [b - a for a, b in zip(later, later[1:], strict=False)] == [1.0] * (len(later) - 1)
+    assert [b - a for a, b in itertools.pairwise(later)] == [1.0] * (len(later) - 1)
 
 
 def test_disable_and_enable(sched_app: DBQueue) -> None:
@@ -219,7 +220,7 @@ def test_disable_and_enable(sched_app: DBQueue) -> None:
         lambda: beat.tick() is not None and scheduled_jobs(app), timeout=JOB_TIMEOUT, interval=0.05
     )
     assert all(j["run_at"] > before for j in scheduled_jobs(app))
-    with pytest.raises(ScheduleError, match="no schedule named 'nope'.*'paused'"):
+    with pytest.raises(ScheduleError, match=r"no schedule named 'nope'.*'paused'"):
         store.set_enabled("nope", False)
 
 
@@ -294,7 +295,7 @@ def test_a_worker_with_beat_runs_the_scheduled_jobs(app: DBQueue, run_worker) ->
     assert {n for n, _ in seen} == {5}
     assert all(headers["periodic_task_name"] == "every-second" for _, headers in seen)
     run_ats = [j["run_at"] for j in scheduled_jobs(app, "sched.seen")]
-    assert [b - a for a, b in zip(run_ats, run_ats[1:], strict=False)] == [1.0] * (len(run_ats) - 1)
+    assert [b - a for a, b in itertools.pairwise(run_ats)] == [1.0] * (len(run_ats) - 1)
     assert worker.worker.beat is not None
     assert worker.worker.beat._thread is not None
     assert not worker.worker.beat._thread.is_alive(), "the worker stops its scheduler"
