@@ -241,17 +241,23 @@ def test_a_broken_schedule_stops_the_scheduler_with_one_clear_line(
     assert "Traceback" not in result.stderr
 
 
-def test_worker_banner_lists_its_schedules(
+def test_a_prefork_worker_with_beat_lists_and_runs_its_schedules(
     sqlite_url: str,
     tmp_path: Path,
     load_tasks: Callable[..., ModuleType],
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
     name = "beat_banner"
-    load_tasks(name, TASKS % {"name": name}, sqlite_url)
-    worker = start_worker(name, sqlite_url, "-B", "-P", "threads", "-c", "1")
+    module = load_tasks(name, TASKS % {"name": name}, sqlite_url)
+    worker = start_worker(name, sqlite_url, "-B", "-P", "prefork", "-c", "2")
     log = worker.wait_for_log(r"\[schedules\][^\n]*\n(?:.*\n){2}").group(0)
     assert f"nightly: 0 3 * * * (UTC) -> {name}.tick" in log
     assert f"tick: every 1s (UTC) -> {name}.tick" in log
+
+    def completed() -> int:
+        rows = sql(module.app, "SELECT COUNT(*) FROM dbqueue_jobs WHERE status = 'completed'")
+        return int(rows[0][0])
+
+    wait_until(lambda: completed() >= 3, timeout=60, message="scheduled jobs never completed")
     worker.terminate()
     assert worker.wait(30) == 0
