@@ -72,6 +72,8 @@ class Beat:
         self._thread: threading.Thread | None = None
         self._outage = 0.0
         self._missing: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
 
     @property
     def store(self) -> ScheduleStore:
@@ -145,12 +147,28 @@ class Beat:
         for state in states:
             if not state.enabled:
                 continue
-            if state.next_fire_at <= now:
+            due = max(state.next_fire_at, self._retry_at.get(state.name, 0.0))
+            if due > now:
+                pause = min(pause, due - now + DUE_MARGIN)
+                continue
+            try:
                 self._fire(state, now)
-                fired = True
+            except Exception as error:
+                pause = min(pause, self._failed(state.name, now, error))
             else:
-                pause = min(pause, state.next_fire_at - now + DUE_MARGIN)
+                self._retry_at.pop(state.name, None)
+                self._failures.pop(state.name, None)
+                fired = True
         return 0.0 if fired else pause
+
+    def _failed(self, name: str, now: float, error: Exception) -> float:
+        """One schedule could not fire: retry it later, with backoff, without holding the others
+        up. Returns the seconds until its retry."""
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        delay = min(2.0 ** (failures - 1), MAX_OUTAGE_PAUSE)
+        self._retry_at[name] = now + delay
+        logger.error("Scheduler: could not fire %s (retrying in %.0fs): %s", name, delay, error)
+        return delay
 
     def _fire(self, state: ScheduleState, now: float) -> None:
         fire_at, next_at = plan(state.schedule, state.next_fire_at, now, state.catch_up, self.grace)

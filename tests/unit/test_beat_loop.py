@@ -242,3 +242,29 @@ def test_a_database_outage_backs_off_and_recovers(monkeypatch, make_app) -> None
     assert pauses[:3] == [1.0, 2.0, 4.0]
     assert beat._outage == 0.0
     assert beat_module.MAX_OUTAGE_PAUSE == 30.0
+
+
+def test_a_schedule_that_cannot_fire_backs_off_alone(monkeypatch, make_app) -> None:
+    schedule = every(1)
+    store = FrozenStore(schedule, 1_700_000_000.0)
+    beat = make_beat(monkeypatch, make_app, store, schedule)
+    original = store.fire
+    attempts: list[float] = []
+
+    def broken(state, fire_at, next_fire_at, job, before_insert=None):
+        attempts.append(store.now)
+        if len(attempts) <= 3:
+            raise ValueError("payload too large")
+        return original(state, fire_at, next_fire_at, job, before_insert)
+
+    monkeypatch.setattr(store, "fire", broken)
+    store.now += 1.0
+    assert beat.tick() == 1.0
+    store.now += 1.0
+    assert beat.tick() == 2.0
+    store.now += 2.0
+    assert beat.tick() == 4.0
+    store.now += 4.0
+    assert beat.tick() == 0.0  # it fires once the fault is gone, and the backoff resets
+    assert len(store.fired) == 1
+    assert beat._failures == {}
