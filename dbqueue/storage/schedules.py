@@ -1,7 +1,8 @@
 """The schedules table: registering schedules, claiming fire times, operator commands.
 
 Exactly once per fire time: a scheduler claims a fire time with a compare-and-set on the row's
-``version`` (``schedule_fire``) and inserts the job in the same transaction. Another scheduler
+``version`` (``schedule_fire``) and inserts the job in the same transaction (schedules due at
+the same time share it). Another scheduler
 that read the same version updates no row and inserts nothing; a failed insert rolls the claim
 back, so the fire time is tried again. No leader, no lock held between fires.
 """
@@ -69,6 +70,27 @@ class ScheduleState:
         return found
 
 
+@dataclass
+class Claim:
+    """What a scheduler wants to write for a due schedule: the fire time it claims (None to skip
+    the missed ones), the cursor after it, and the job (None when skipping)."""
+
+    state: ScheduleState
+    fire_at: float | None
+    next_fire_at: float
+    job: NewJob | None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "name": self.state.name,
+            "version": self.state.version,
+            "next_fire_at": self.next_fire_at,
+            "fire_at": self.fire_at,
+            "job_id": self.job.id if self.job is not None else None,
+            "fired": 1 if self.job is not None else 0,
+        }
+
+
 class ScheduleStore:
     """Schedule rows of one Storage."""
 
@@ -128,26 +150,29 @@ class ScheduleStore:
 
         False when another scheduler claimed it first, or the schedule was disabled.
         """
+        claim = Claim(state, fire_at, next_fire_at, job)
+        return bool(self.fire_many([claim], before_insert))
+
+    def fire_many(
+        self, claims: Sequence[Claim], before_insert: Callable[[NewJob], None] | None = None
+    ) -> list[Claim]:
+        """Claim several fire times and insert the winners' jobs, in one transaction (one
+        commit however many schedules are due at once). Returns the claims won."""
         storage = self.storage
-        params = {
-            "name": state.name,
-            "version": state.version,
-            "next_fire_at": next_fire_at,
-            "fire_at": fire_at,
-            "job_id": job.id if job is not None else None,
-            "fired": 1 if job is not None else 0,
-        }
 
-        def run(conn: Connection) -> bool:
-            if storage.run(conn, "schedule_fire", params).rowcount != 1:
-                return False
-            if job is not None:
-                if before_insert is not None:
+        def run(conn: Connection) -> list[Claim]:
+            won = [c for c in claims if storage.run(conn, "schedule_fire", c.params()).rowcount]
+            jobs = [c.job for c in won if c.job is not None]
+            if before_insert is not None:
+                for job in jobs:
                     before_insert(job)
-                storage._insert_many(conn, [job])
-            return True
+            if jobs:
+                storage._insert_many(conn, jobs)
+            return won
 
-        return storage.write(run, f"firing schedule {state.name!r}")
+        names = ", ".join(repr(c.state.name) for c in claims[:3])
+        more = f" and {len(claims) - 3} more" if len(claims) > 3 else ""
+        return storage.write(run, f"firing schedule(s) {names}{more}")
 
     def all(self) -> list[dict[str, Any]]:
         """Every stored schedule, by name, with JSON columns decoded."""

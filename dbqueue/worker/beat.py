@@ -25,7 +25,7 @@ from dbqueue import signals
 from dbqueue.schedules.base import Schedule
 from dbqueue.schedules.entries import Definition, ScheduleEntry, collect, define
 from dbqueue.storage.base import NewJob
-from dbqueue.storage.schedules import ScheduleState, ScheduleStore
+from dbqueue.storage.schedules import Claim, ScheduleState, ScheduleStore
 from dbqueue.utils.timeutils import iso
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class Beat:
         states, now = self.store.states(sorted(self.entries))
         self._notice_missing(states)
         pause = self.max_interval
-        fired = False
+        claims = []
         for state in states:
             if not state.enabled:
                 continue
@@ -152,25 +152,28 @@ class Beat:
                 pause = min(pause, due - now + DUE_MARGIN)
                 continue
             try:
-                self._fire(state, now)
-            except Exception as error:
-                pause = min(pause, self._failed(state.name, now, error))
-            else:
-                self._retry_at.pop(state.name, None)
-                self._failures.pop(state.name, None)
+                claims.append(self._claim(state, now))
+            except Exception:
+                pause = min(pause, self._failed(state.name, now))
+        if not claims:
+            return pause
+        try:
+            self._fire(claims)
+            return 0.0
+        except Exception:
+            if len(claims) == 1:
+                return min(pause, self._failed(claims[0].state.name, now))
+        fired = False
+        for claim in claims:  # one at a time, so one broken schedule holds up no other
+            try:
+                self._fire([claim])
                 fired = True
+            except Exception:
+                pause = min(pause, self._failed(claim.state.name, now))
         return 0.0 if fired else pause
 
-    def _failed(self, name: str, now: float, error: Exception) -> float:
-        """One schedule could not fire: retry it later, with backoff, without holding the others
-        up. Returns the seconds until its retry."""
-        failures = self._failures[name] = self._failures.get(name, 0) + 1
-        delay = min(2.0 ** (failures - 1), MAX_OUTAGE_PAUSE)
-        self._retry_at[name] = now + delay
-        logger.error("Scheduler: could not fire %s (retrying in %.0fs): %s", name, delay, error)
-        return delay
-
-    def _fire(self, state: ScheduleState, now: float) -> None:
+    def _claim(self, state: ScheduleState, now: float) -> Claim:
+        """What to write for a due schedule: its fire time (or a skip) and the job."""
         fire_at, next_at = plan(state.schedule, state.next_fire_at, now, state.catch_up, self.grace)
         if now - state.next_fire_at > self.grace:
             logger.warning(
@@ -181,22 +184,42 @@ class Beat:
                 "firing one catch-up run" if fire_at is not None else "skipping the missed runs",
             )
         job = self._job(state, fire_at, now) if fire_at is not None else None
-        entry = self.entries[state.name]
-        announce = job is not None and (
+        return Claim(state, fire_at, next_at, job)
+
+    def _fire(self, claims: list[Claim]) -> None:
+        """Claim in one transaction; announce the jobs this scheduler won."""
+        announce = bool(
             signals.before_task_publish.receivers or signals.after_task_publish.receivers
         )
+        jobs = {c.job.id: c.state.name for c in claims if c.job is not None}
 
-        def before(new: NewJob) -> None:
+        def before(job: NewJob) -> None:
             if signals.before_task_publish.receivers:
-                self.app._producer._before(new, entry.args, entry.kwargs, entry.options)
+                entry = self.entries[jobs[job.id]]
+                self.app._producer._before(job, entry.args, entry.kwargs, entry.options)
 
-        won = self.store.fire(state, fire_at, next_at, job, before if announce else None)
-        if not won or job is None:
-            return
-        logger.info("Scheduler: Sending due task %s (%s)", state.name, state.task)
-        if announce:
-            self.app._producer._after(job, entry.args, entry.kwargs)
-        self.app.wake_local(job.queue)
+        won = self.store.fire_many(claims, before if announce else None)
+        for claim in won:
+            name = claim.state.name
+            self._retry_at.pop(name, None)
+            self._failures.pop(name, None)
+            if claim.job is None:
+                continue
+            logger.info("Scheduler: Sending due task %s (%s)", name, claim.state.task)
+            if announce:
+                entry = self.entries[name]
+                self.app._producer._after(claim.job, entry.args, entry.kwargs)
+        for queue in {c.job.queue for c in won if c.job is not None}:
+            self.app.wake_local(queue)
+
+    def _failed(self, name: str, now: float) -> float:
+        """One schedule could not fire: retry it later, with backoff, without holding the others
+        up. Returns the seconds until its retry."""
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        delay = min(2.0 ** (failures - 1), MAX_OUTAGE_PAUSE)
+        self._retry_at[name] = now + delay
+        logger.exception("Scheduler: could not fire %s (retrying in %.0fs)", name, delay)
+        return delay
 
     def _job(self, state: ScheduleState, fire_at: float, now: float) -> NewJob:
         template = state.job

@@ -117,17 +117,18 @@ def test_each_fire_time_is_claimed_once_with_its_job(sched_app: DBQueue, make_ap
     assert row["total_run_count"] == 1
 
 
-def test_racing_schedulers_enqueue_one_job(sched_app: DBQueue, make_app) -> None:
+def test_racing_schedulers_enqueue_one_job_per_fire_time(sched_app: DBQueue, make_app) -> None:
     app = sched_app
-    app.schedule("sched.tick", every(3600), name="race")
+    names = [f"race{n}" for n in range(5)]
+    for name in names:
+        app.schedule("sched.tick", every(3600), name=name)
     Beat(app).setup()
     racers = [make_app(app.broker_url()) for _ in range(6)]
-    for racer in racers:
-        racer.conf.beat_schedule = dict(app.conf.beat_schedule)
     beats = [Beat(racer) for racer in racers]
     for beat in beats:
-        beat.entries = dict.fromkeys(["race"], collect(app)[0])
-    make_due(app, "race")
+        beat.entries = {e.name: e for e in collect(app)}
+    for name in names:
+        make_due(app, name)
     barrier = threading.Barrier(len(beats))
 
     def tick(beat: Beat) -> float:
@@ -137,8 +138,9 @@ def test_racing_schedulers_enqueue_one_job(sched_app: DBQueue, make_app) -> None
     with ThreadPoolExecutor(len(beats)) as pool:
         list(pool.map(tick, beats))
     jobs = scheduled_jobs(app)
-    assert len(jobs) == 1
-    assert row_of(app, "race")["total_run_count"] == 1
+    assert len(jobs) == len(names), "all due at once: one batch, one job each"
+    assert {json.loads(j["options"])["headers"]["periodic_task_name"] for j in jobs} == set(names)
+    assert all(row_of(app, name)["total_run_count"] == 1 for name in names)
 
 
 def test_a_failed_enqueue_rolls_the_claim_back(sched_app: DBQueue) -> None:

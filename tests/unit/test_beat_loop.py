@@ -50,17 +50,18 @@ class FrozenStore:
         self.reads += 1
         return [ScheduleState(**vars(self.state))], self.now
 
-    def fire(self, state, fire_at, next_fire_at, job, before_insert=None) -> bool:
-        if state.version != self.state.version or not self.state.enabled:
-            return False
+    def fire_many(self, claims, before_insert=None):
+        (claim,) = claims
+        if claim.state.version != self.state.version or not self.state.enabled:
+            return []
         self.state.version += 1
-        self.state.next_fire_at = next_fire_at
-        if job is None:
+        self.state.next_fire_at = claim.next_fire_at
+        if claim.job is None:
             self.skips += 1
         else:
-            assert job.run_at == fire_at
-            self.fired.append((fire_at, self.now))
-        return True
+            assert claim.job.run_at == claim.fire_at
+            self.fired.append((claim.fire_at, self.now))
+        return [claim]
 
 
 def make_beat(monkeypatch, make_app, store: FrozenStore, schedule: Schedule, **settings) -> Beat:
@@ -248,16 +249,16 @@ def test_a_schedule_that_cannot_fire_backs_off_alone(monkeypatch, make_app) -> N
     schedule = every(1)
     store = FrozenStore(schedule, 1_700_000_000.0)
     beat = make_beat(monkeypatch, make_app, store, schedule)
-    original = store.fire
+    original = store.fire_many
     attempts: list[float] = []
 
-    def broken(state, fire_at, next_fire_at, job, before_insert=None):
+    def broken(claims, before_insert=None):
         attempts.append(store.now)
         if len(attempts) <= 3:
             raise ValueError("payload too large")
-        return original(state, fire_at, next_fire_at, job, before_insert)
+        return original(claims, before_insert)
 
-    monkeypatch.setattr(store, "fire", broken)
+    monkeypatch.setattr(store, "fire_many", broken)
     store.now += 1.0
     assert beat.tick() == 1.0
     store.now += 1.0
@@ -267,4 +268,63 @@ def test_a_schedule_that_cannot_fire_backs_off_alone(monkeypatch, make_app) -> N
     store.now += 4.0
     assert beat.tick() == 0.0  # it fires once the fault is gone, and the backoff resets
     assert len(store.fired) == 1
+    assert beat._failures == {}
+
+
+class ManyStore:
+    """Several schedules, all due; fire_many fails whenever a given one is in the batch."""
+
+    def __init__(self, names: list[str], broken: str, now: float) -> None:
+        self.now = now
+        schedule = every(60)
+        self.states_ = {
+            name: ScheduleState(
+                name=name,
+                task="t.job",
+                queue="celery",
+                spec=json.dumps(schedule.spec()),
+                payload=b"[[], {}]",
+                content_type="application/json",
+                job={"priority": 0, "max_retries": 3, "expires": None, "countdown": 0.0},
+                catch_up="one",
+                enabled=True,
+                next_fire_at=now - 0.5,
+                version=0,
+            )
+            for name in names
+        }
+        self.broken = broken
+        self.batches: list[list[str]] = []
+
+    def states(self, names):
+        return [ScheduleState(**vars(s)) for s in self.states_.values()], self.now
+
+    def fire_many(self, claims, before_insert=None):
+        names = [c.state.name for c in claims]
+        self.batches.append(names)
+        if self.broken in names:
+            raise ValueError(f"{self.broken} cannot be enqueued")
+        for claim in claims:
+            self.states_[claim.state.name].next_fire_at = claim.next_fire_at
+            self.states_[claim.state.name].version += 1
+        return list(claims)
+
+
+def test_due_schedules_fire_in_one_batch_and_a_broken_one_is_isolated(monkeypatch, make_app):
+    store = ManyStore(["a", "b", "c"], broken="b", now=1_700_000_030.0)
+    app = make_app()
+    monkeypatch.setattr(Beat, "store", property(lambda self: store))
+    beat = Beat(app)
+    beat.entries = {n: ScheduleEntry(n, "t.job", every(60)) for n in ("a", "b", "c")}
+    assert beat.tick() == 0.0
+    assert store.batches == [["a", "b", "c"], ["a"], ["b"], ["c"]]
+    assert store.states_["a"].next_fire_at == store.states_["c"].next_fire_at == 1_700_000_040.0
+    assert store.states_["b"].next_fire_at == 1_700_000_029.5, "the broken one waits for a retry"
+    assert beat._failures == {"b": 1}
+    store.broken = "nobody"
+    store.batches.clear()
+    assert beat.tick() == pytest.approx(1.002 - 0.0, abs=0.01)  # b's retry is 1 s away
+    store.now += 1.0
+    assert beat.tick() == 0.0
+    assert store.batches == [["b"]]
     assert beat._failures == {}
