@@ -313,3 +313,16 @@ def test_a_worker_with_a_broken_schedule_does_not_start(app: DBQueue, run_worker
     handle.thread.join(JOB_TIMEOUT)
     assert isinstance(handle.error, ScheduleError)
     assert "task 'sched.reall' is not registered" in str(handle.error)
+
+
+def test_a_long_crontab_is_stored(sched_app: DBQueue) -> None:
+    from dbqueue import crontab
+
+    every_other = crontab(
+        minute=set(range(59)), hour=set(range(23)), day_of_month=set(range(1, 31))
+    )
+    assert len(every_other.expression) > 255
+    app = sched_app
+    app.schedule("sched.tick", every_other, name="long")
+    Beat(app).setup()
+    assert row_of(app, "long")["expression"] == every_other.expression

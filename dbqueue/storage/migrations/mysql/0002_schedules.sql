@@ -6,7 +6,7 @@ CREATE TABLE dbqueue_schedules (
     task             varchar(255) NOT NULL,
     queue            varchar(255) NOT NULL,
     kind             varchar(16) NOT NULL,
-    expression       varchar(255) NOT NULL,
+    expression       text NOT NULL,
     timezone         varchar(64) NOT NULL,
     spec             text NOT NULL,
     args             mediumtext NOT NULL,
