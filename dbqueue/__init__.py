@@ -28,6 +28,7 @@ from dbqueue.exceptions import (
     Reject,
     Retry,
     RetryAfter,
+    ScheduleError,
     SoftTimeLimitExceeded,
     TaskNotFound,
     TaskRevokedError,
@@ -38,6 +39,7 @@ from dbqueue.exceptions import (
 )
 from dbqueue.request import Context
 from dbqueue.result import AsyncResult, EagerResult
+from dbqueue.schedules import cron, crontab, daily, every, schedule, weekly
 from dbqueue.task import Task
 
 __version__ = "0.1.0"
@@ -63,6 +65,7 @@ __all__ = [
     "Retry",
     "RetryAfter",
     "RetryConfig",
+    "ScheduleError",
     "SoftTimeLimitExceeded",
     "Task",
     "TaskNotFound",
@@ -72,8 +75,14 @@ __all__ = [
     "WorkerLostError",
     "WorkerNotFound",
     "__version__",
+    "cron",
+    "crontab",
     "current_app",
+    "daily",
+    "every",
+    "schedule",
     "shared_task",
     "signals",
     "states",
+    "weekly",
 ]

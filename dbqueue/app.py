@@ -395,6 +395,42 @@ class DBQueue:
         """Publish a custom event to every follower; from a job, ``job_id=None`` means its own."""
         self.controller.emit_custom_event(job_id, kind, data)
 
+    # -- periodic jobs --------------------------------------------------------------------------
+
+    def schedule(
+        self,
+        task: Task | str,
+        schedule: Any,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        catch_up: str | None = None,
+        **options: Any,
+    ) -> str:
+        """Run ``task`` periodically: ``app.schedule(report, daily(9, 0), args=(...,))``.
+
+        ``schedule`` is every/daily/weekly/cron, Celery's crontab/schedule, seconds or a
+        timedelta; ``options`` are apply_async's. Schedulers (``dbqueue worker -B``,
+        ``dbqueue beat``) fire it; returns the schedule's name. Errors are raised here.
+        """
+        from dbqueue.schedules.entries import add_entry
+
+        return add_entry(self, task, schedule, args, kwargs, name, catch_up, options)
+
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        sig: Any,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        **opts: Any,
+    ) -> str:
+        """Celery's form, usually called from ``on_after_configure``; returns the name."""
+        from dbqueue.schedules.entries import add_periodic_task
+
+        return add_periodic_task(self, schedule, sig, args, kwargs, name, opts)
+
     # -- results and workers --------------------------------------------------------------------
 
     def AsyncResult(self, task_id: str, task_name: str | None = None) -> AsyncResult:

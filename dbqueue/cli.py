@@ -132,6 +132,11 @@ def main(app_spec: str | None, broker: str | None, workdir: str | None) -> None:
     help="Most jobs held per slot while jobs are short (0: no limit but the claim size).",
 )
 @click.option("--without-banner", is_flag=True, help="Do not print the start-up banner.")
+@click.option("-B", "--beat", is_flag=True, help="Also fire the app's schedules (any number may).")
+@click.option(
+    "-s", "--schedule-filename", hidden=True, help="Ignored: schedules live in the database."
+)
+@click.option("--scheduler", hidden=True, help="Ignored: dbqueue has one scheduler.")
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -146,6 +151,9 @@ def worker(
     max_tasks_per_child: int | None,
     prefetch_multiplier: int | None,
     without_banner: bool,
+    beat: bool,
+    schedule_filename: str | None,
+    scheduler: str | None,
 ) -> None:
     """Start a worker."""
     app = _load_app(ctx, app_spec, broker, required=True)
@@ -160,6 +168,7 @@ def worker(
         app_spec=ctx.meta["app_spec"],
         show_banner=not without_banner,
         prefetch_multiplier=prefetch_multiplier,
+        beat=beat,
     ).start()
 
 
@@ -557,3 +566,9 @@ def _event_line(event: Any) -> str:
     if event.data:
         parts.append(json.dumps(event.data))
     return "  ".join(parts)
+
+
+from dbqueue.cli_beat import beat, schedules  # noqa: E402 - the commands import the helpers above
+
+main.add_command(beat)
+main.add_command(schedules)

@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
         "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
     ),
     "beat_schedule": {},
+    #: Longest sleep of a scheduler between two reads of its schedules, in seconds (it wakes
+    #: at each fire time anyway; this bounds how long an operator's enable takes to act).
+    "beat_max_loop_interval": 10.0,
     # dbqueue's own settings.
     #: Create or upgrade the tables on first use (``dbqueue db upgrade`` does it explicitly).
     "database_auto_upgrade": True,
@@ -99,6 +102,11 @@ DEFAULTS: dict[str, Any] = {
     "worker_stop_timeout": 5.0,
     #: Seconds events stay in the event table (databases without LISTEN/NOTIFY).
     "events_retention": 60.0,
+    #: After scheduler downtime: 'one' catch-up run per schedule, or 'skip' the missed runs.
+    "beat_catch_up": "one",
+    #: A fire time this many seconds late still fires as usual (a slow scheduler catches up
+    #: one fire time after another); later than that counts as downtime (see beat_catch_up).
+    "beat_misfire_grace_time": 10.0,
 }
 
 #: Celery 3 uppercase names and the current names they map to.
@@ -134,6 +142,7 @@ OLD_NAMES: dict[str, str] = {
     "CELERYD_LOG_FORMAT": "worker_log_format",
     "CELERYD_TASK_LOG_FORMAT": "worker_task_log_format",
     "CELERYBEAT_SCHEDULE": "beat_schedule",
+    "CELERYBEAT_MAX_LOOP_INTERVAL": "beat_max_loop_interval",
 }
 
 

@@ -32,6 +32,10 @@ class StorageUnavailable(DBQueueError):
     """The database could not be reached after every storage retry."""
 
 
+class ScheduleError(DBQueueError, ValueError):
+    """A schedule is unusable: a broken cron expression, a bad timezone, an unknown task."""
+
+
 class NotRegistered(DBQueueError, KeyError):
     """A task name is not in the app's registry."""
 

@@ -114,6 +114,12 @@ worker_process_shutdown = _signal(
     "worker_process_shutdown", "sender=hostname; pid, exitcode (in each prefork child)"
 )
 import_modules = _signal("import_modules", "sender=app")
+beat_init = _signal(
+    "beat_init", "sender=the scheduler (dbqueue beat), once its schedules are stored"
+)
+beat_embedded_init = _signal(
+    "beat_embedded_init", "sender=the scheduler in a worker (-B), once its schedules are stored"
+)
 
 # dbqueue's own (the seed's events). Job started/completed/failed/retrying are Celery's
 # task_prerun/task_success/task_failure/task_retry; app.events() carries all of them across
@@ -129,6 +135,8 @@ custom_event = _signal("custom_event", "sender=app; job_id, kind, data")
 __all__ = [
     "Signal",
     "after_task_publish",
+    "beat_embedded_init",
+    "beat_init",
     "before_task_publish",
     "custom_event",
     "import_modules",

@@ -88,4 +88,9 @@ def banner(worker: Worker) -> str:
         *(f"  . {name}" for name in tasks),
         "",
     ]
+    beat = getattr(worker, "beat", None)
+    if beat is not None:
+        lines += ["[schedules] (-B: fired from this worker too)"]
+        lines += [f"  . {line}" for line in beat.describe()] or ["  none defined"]
+        lines.append("")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from dbqueue.storage import ClaimedJob, Outcome, Storage
 from dbqueue.storage.control import CONTROL_CHANNEL
 from dbqueue.worker.aio import EventLoopThread
 from dbqueue.worker.banner import banner, parse_loglevel, setup_logging
+from dbqueue.worker.beat import embedded_beat
 from dbqueue.worker.completer import Completer
 from dbqueue.worker.control import WorkerControl
 from dbqueue.worker.limits import Stopper, Watchdog
@@ -131,6 +132,7 @@ class Worker:
         install_signals: bool | None = None,
         show_banner: bool = True,
         prefetch_multiplier: int | None = None,
+        beat: bool = False,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -167,6 +169,8 @@ class Worker:
         self.max_tasks_per_child = max_tasks_per_child or conf.worker_max_tasks_per_child
         self.install_signals = install_signals
         self.show_banner = show_banner
+        self.embed_beat = beat
+        self.beat: Any = None
         self._jobs: dict[str, tuple[QueueGroup, float]] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -236,6 +240,8 @@ class Worker:
         self.app.finalize()
         signals.worker_init.send(self)
         storage = self.storage
+        if self.embed_beat:
+            self.beat = embedded_beat(self.app)
         self._register()
         self.completer = Completer(lambda: self.app.storage, self.id, self._wake.set)
         self.completer.start()
@@ -262,6 +268,8 @@ class Worker:
             lambda n: self._poke_all(),
         )
         self.maintenance.start()
+        if self.beat is not None:
+            self.beat.start()
         self.control.start()
         self.listener = storage.listener(
             ["dbqueue_jobs", CONTROL_CHANNEL], self._notified, self._on_listening
@@ -610,6 +618,8 @@ class Worker:
     def _shutdown(self) -> None:
         """Warm shutdown: release unstarted jobs, wait for running ones, then leave."""
         self._stopping = True
+        if self.beat is not None:
+            self.beat.stop()
         self.app.remove_local_waker(self._poke)
         unstarted = self.pool.drain_unstarted() + self._unstarted_async()
         if unstarted:

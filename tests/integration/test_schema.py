@@ -261,6 +261,8 @@ def test_concurrent_upgrades_from_processes_apply_each_migration_once(tmp_path, 
             p.kill()
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
-    applied = sorted(out.strip() for out, _ in outputs)
-    assert applied == ["", "", ",".join(shipped(db_url))]
+    # Each migration exactly once, whichever process applied it (on SQLite two processes may
+    # share the work: the write lock is held per migration, not across the whole upgrade).
+    applied = sorted(name for out, _ in outputs for name in out.strip().split(",") if name)
+    assert applied == shipped(db_url)
     assert schema_rows(db_url) == shipped_rows(db_url)

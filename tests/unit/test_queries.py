@@ -38,6 +38,7 @@ NEEDED = {
     | (statements_run_by("control") - set(POSTGRESQL_ONLY))
     | set(_STATUS_AFTER)
     | statements_run_by(family)
+    | statements_run_by("schedules")
     for family in FAMILIES
 }
 NEEDED["postgresql"] |= {"insert_job_notify", *POSTGRESQL_ONLY}
@@ -48,6 +49,7 @@ def test_the_source_scan_finds_the_core_statements() -> None:
     assert {"insert_job", "claim", "reap", "get_job", "prune"} <= statements_run_by("base")
     assert {"claim_lock", "reap_lock", "insert_jobs"} <= statements_run_by("mysql")
     assert {"pause_job", "control_requests", *POSTGRESQL_ONLY} <= statements_run_by("control")
+    assert {"schedule_fire", "schedule_states", "schedule_insert"} <= statements_run_by("schedules")
 
 
 @pytest.mark.parametrize("name", SQL_FILES)
@@ -172,3 +174,10 @@ def test_split_statements_keeps_multiline_statements_whole() -> None:
 
 def test_split_statements_of_only_comments_is_empty() -> None:
     assert migrate.split_statements("-- nothing here;\n-- at all\n") == []
+
+
+def test_every_family_ships_the_same_migrations() -> None:
+    """A schema change lands for all three dialects at once, under one number and name."""
+    shipped = {f: [(m.version, m.name) for m in migrate.available(f)] for f in FAMILIES}
+    assert shipped["postgresql"] == shipped["mysql"] == shipped["sqlite"]
+    assert (2, "schedules") in shipped["sqlite"]

@@ -166,3 +166,75 @@ WHERE heartbeat_at < {now} - :age
 -- name: now
 -- The database clock.
 SELECT {now}
+
+-- Schedules (dbqueue_schedules): one row per periodic job, shared by every scheduler process.
+-- Fire times are claimed with a compare-and-set on the row's version, in the same
+-- transaction as the job's INSERT, so each fire time enqueues exactly one job.
+
+-- name: schedule_insert
+-- Register a schedule the first time any process sees it; a row already there is left alone
+-- (schedule_update changes it).
+INSERT INTO dbqueue_schedules (
+    name, task, queue, kind, expression, timezone, spec, args, kwargs, options, payload,
+    content_type, job, catch_up, enabled, next_fire_at, created_at, updated_at
+) VALUES (
+    :name, :task, :queue, :kind, :expression, :timezone, :spec, :args, :kwargs, :options,
+    :payload, :content_type, :job, :catch_up, :enabled, :next_fire_at, {now}, {now}
+)
+ON CONFLICT (name) DO NOTHING
+
+-- name: schedule_lock
+-- One schedule, locked until the transaction ends (registration, enable).
+SELECT name, task, queue, kind, expression, timezone, spec, args, kwargs, options, payload,
+       content_type, job, catch_up, enabled, next_fire_at, version
+FROM dbqueue_schedules WHERE name = :name
+FOR UPDATE
+
+-- name: schedule_update
+-- The code defines the schedule differently now. The fire cursor moves only when the timing
+-- changed; enabled is never touched, so an operator's disable survives a deploy.
+UPDATE dbqueue_schedules
+SET task = :task, queue = :queue, kind = :kind, expression = :expression,
+    timezone = :timezone, spec = :spec, args = :args, kwargs = :kwargs, options = :options,
+    payload = :payload, content_type = :content_type, job = :job, catch_up = :catch_up,
+    next_fire_at = :next_fire_at, version = version + 1, updated_at = {now}
+WHERE name = :name
+
+-- name: schedule_states
+-- What a scheduler needs to fire its schedules, and the database clock it measures them by.
+SELECT name, task, queue, spec, payload, content_type, job, catch_up, enabled, next_fire_at,
+       version, {now} AS now
+FROM dbqueue_schedules WHERE name IN :names
+
+-- name: schedule_fire
+-- Claim fire time :fire_at (NULL: skip the missed ones) and move the cursor to :next_fire_at,
+-- unless another scheduler moved it since we read version :version, or an operator disabled
+-- the schedule. The winner inserts the job in the same transaction.
+UPDATE dbqueue_schedules
+SET next_fire_at = :next_fire_at, last_fire_at = COALESCE(:fire_at, last_fire_at),
+    last_job_id = COALESCE(:job_id, last_job_id), total_run_count = total_run_count + :fired,
+    version = version + 1
+WHERE name = :name AND version = :version AND enabled
+
+-- name: schedule_disable
+-- An operator stops a schedule (dbqueue schedules disable): no scheduler fires it any more.
+UPDATE dbqueue_schedules
+SET enabled = :enabled, version = version + 1, updated_at = {now}
+WHERE name = :name
+
+-- name: schedule_enable
+-- An operator turns a schedule back on; it fires next at :next_fire_at (the first fire time
+-- after now: the time it spent disabled is not caught up).
+UPDATE dbqueue_schedules
+SET enabled = :enabled, next_fire_at = :next_fire_at, version = version + 1, updated_at = {now}
+WHERE name = :name
+
+-- name: schedule_delete
+-- Forget a schedule the code no longer defines (dbqueue schedules remove).
+DELETE FROM dbqueue_schedules WHERE name = :name
+
+-- name: schedule_list
+-- Every stored schedule, for dbqueue schedules and the dashboard.
+SELECT name, task, queue, kind, expression, timezone, args, kwargs, options, catch_up, enabled,
+       next_fire_at, last_fire_at, last_job_id, total_run_count, created_at, updated_at
+FROM dbqueue_schedules ORDER BY name

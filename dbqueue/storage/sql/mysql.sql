@@ -82,3 +82,15 @@ INSERT INTO dbqueue_jobs (
 -- Pause a queue for every worker: an upsert, so two processes pausing it at once never clash.
 INSERT INTO dbqueue_queues (name, paused, updated_at) VALUES (:name, TRUE, {now})
 ON DUPLICATE KEY UPDATE paused = TRUE, updated_at = {now}
+
+-- name: schedule_insert
+-- Register a schedule the first time any process sees it; a row already there (a racing
+-- registration's) is left alone.
+INSERT INTO dbqueue_schedules (
+    name, task, queue, kind, expression, timezone, spec, args, kwargs, options, payload,
+    content_type, job, catch_up, enabled, next_fire_at, created_at, updated_at
+) VALUES (
+    :name, :task, :queue, :kind, :expression, :timezone, :spec, :args, :kwargs, :options,
+    :payload, :content_type, :job, :catch_up, :enabled, :next_fire_at, {now}, {now}
+)
+ON DUPLICATE KEY UPDATE name = name

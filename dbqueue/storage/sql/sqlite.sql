@@ -42,3 +42,9 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING id, task, status, attempt
+
+-- name: schedule_lock
+-- One schedule; the write transaction's BEGIN IMMEDIATE already locks it.
+SELECT name, task, queue, kind, expression, timezone, spec, args, kwargs, options, payload,
+       content_type, job, catch_up, enabled, next_fire_at, version
+FROM dbqueue_schedules WHERE name = :name
