@@ -27,6 +27,7 @@ from dbqueue.exceptions import (
     Retry,
     RetryAfter,
     SoftTimeLimitExceeded,
+    Suspended,
 )
 from dbqueue.result import EagerResult
 from dbqueue.serialization import check_allowed, decode_call, encode, encode_call
@@ -55,7 +56,7 @@ class ExceptionInfo:
 
 @dataclass
 class Decision:
-    """How a run ended. kind: success, ignored, fail, retry, requeue, rejected."""
+    """How a run ended. kind: success, ignored, fail, retry, requeue, rejected, suspended."""
 
     kind: str
     retval: Any = None
@@ -80,6 +81,7 @@ _STATE = {
     "retry": states.RETRY,
     "requeue": states.PENDING,
     "rejected": states.REJECTED,
+    "suspended": states.STARTED,
 }
 
 
@@ -122,6 +124,9 @@ def build_request(
         shadow=options.get("shadow"),
         queue=job.queue,
         priority=job.priority,
+        checkpointed=job.checkpointed,
+        fan_out_id=job.fan_out_id,
+        _task=task,
     )
 
 
@@ -152,6 +157,8 @@ def run_sync(
         _prerun(task, request)
         with guard if guard is not None else nullcontext():
             retval = _function(task)(*request.args, **request.kwargs)
+    except Suspended:
+        decision = Decision("suspended")
     except Exception as exc:
         decision = classify(task, request, exc)
     else:
@@ -188,6 +195,8 @@ async def run_async(
                 raise limit_exc(f"{task.name} exceeded its time limit of {limit}s") from error
         else:
             retval = await _function(task)(*request.args, **request.kwargs)
+    except Suspended:
+        decision = Decision("suspended")
     except Exception as exc:
         decision = classify(task, request, exc)
     else:
@@ -306,6 +315,8 @@ def to_outcome(
         return Outcome("complete", job_id, error_type=states.IGNORED_MARK)
     if kind == "requeue":
         return Outcome("release", job_id)
+    if kind == "suspended":
+        return Outcome("suspend", job_id)
     exc = decision.exc
     assert exc is not None
     error_type = states.REJECTED_MARK if kind == "rejected" else _error_type(exc)
@@ -469,6 +480,7 @@ def apply_eagerly(
             parent_id=parent.id if parent else None,
             headers=options.get("headers"),
             ignore_result=task.ignores_result(options.get("ignore_result")),
+            _task=task,
         )
         if task.is_async:
             from dbqueue.worker.aio import run_coroutine

@@ -114,12 +114,20 @@ worker_process_shutdown = _signal(
     "worker_process_shutdown", "sender=hostname; pid, exitcode (in each prefork child)"
 )
 import_modules = _signal("import_modules", "sender=app")
+checkpoint_saved = _signal(
+    "checkpoint_saved", "sender=task (of the job); job_id, call_index, call_type"
+)
+job_waiting = _signal("job_waiting", "sender=task; job_id, fan_out_id, children")
+job_woken = _signal("job_woken", "sender=None; job_id, fan_out_id, status (the decision)")
 
 __all__ = [
     "Signal",
     "after_task_publish",
     "before_task_publish",
+    "checkpoint_saved",
     "import_modules",
+    "job_waiting",
+    "job_woken",
     "task_failure",
     "task_postrun",
     "task_prerun",

@@ -1,8 +1,10 @@
 """Named SQL statements loaded from ``sql/common.sql`` and ``sql/<dialect>.sql``.
 
 Each statement sits under a ``-- name: <name>`` header followed by comment lines saying what it
-does. A dialect file overrides a common statement of the same name. ``{now}`` expands to the
-dialect's clock expression (epoch seconds); ``IN :param`` marks an expanding list parameter.
+does. A dialect file overrides a common statement of the same name. Durable workflows
+(checkpoints, fan-outs) keep theirs apart, in ``durable.sql`` and ``durable_<dialect>.sql``.
+``{now}`` expands to the dialect's clock expression (epoch seconds); ``IN :param`` marks an
+expanding list parameter.
 
 Most statements run through SQLAlchemy (``Query.clause``). The few on the hot path (claim,
 complete, enqueue) also run straight on the driver's cursor, inside the same SQLAlchemy
@@ -85,9 +87,16 @@ def parse(source: str, now: str) -> dict[str, Query]:
     return found
 
 
+#: Groups of statements: each a common file overridden by its ``<dialect>`` file.
+SECTIONS = (("common", "{family}"), ("durable", "durable_{family}"))
+
+
 def load(family: str) -> dict[str, Query]:
-    """Common queries overridden by the dialect family's own file."""
+    """Common queries overridden by the dialect family's own file, for every section."""
     package = resources.files("dbqueue.storage") / "sql"
-    queries = parse((package / "common.sql").read_text("utf-8"), NOW[family])
-    queries.update(parse((package / f"{family}.sql").read_text("utf-8"), NOW[family]))
+    queries: dict[str, Query] = {}
+    for common, dialect in SECTIONS:
+        queries.update(parse((package / f"{common}.sql").read_text("utf-8"), NOW[family]))
+        own = package / f"{dialect.format(family=family)}.sql"
+        queries.update(parse(own.read_text("utf-8"), NOW[family]))
     return queries

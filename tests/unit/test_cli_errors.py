@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from dbqueue import DBQueue
 from dbqueue.cli import main
+from dbqueue.storage import migrate
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +117,8 @@ def test_unknown_command_is_a_usage_error() -> None:
 def test_db_upgrade_twice(sqlite_url: str) -> None:
     first = run("-b", sqlite_url, "db", "upgrade")
     assert first.exit_code == 0, first.output
-    assert first.stdout.strip() == f"Applied 0001_initial to {sqlite_url}"
+    shipped = ", ".join(f"{m.version:04d}_{m.name}" for m in migrate.available("sqlite"))
+    assert first.stdout.strip() == f"Applied {shipped} to {sqlite_url}"
     second = run("db", "upgrade", "-b", sqlite_url)
     assert second.exit_code == 0, second.output
     assert second.stdout.strip() == f"{sqlite_url} is up to date"
