@@ -51,9 +51,10 @@ async def _call_async(
 ) -> Any:
     if context is None:
         return await _invoke_async(step, args, kwargs)
+    index = context.take_position()
     if context.durable:
         await asyncio.to_thread(context.preload)
-    index, recorded = context.next_position()
+    recorded = context.recorded(index)
     if recorded is not None:
         return replay(context, index, recorded, step.name)
     token = _request.push(_step_request(context, step, args, kwargs))

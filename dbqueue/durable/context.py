@@ -99,8 +99,7 @@ class JobContext:
     @property
     def replaying(self) -> bool:
         """Whether recorded calls lie ahead of the next position."""
-        calls = self._loaded()
-        return any(index >= self._next for index in calls)
+        return any(index >= self._next for index in self._loaded())
 
     @property
     def checkpoints(self) -> dict[int | str, Any]:
@@ -134,13 +133,22 @@ class JobContext:
         """Read the checkpoints now (async code does it in a thread, before its first call)."""
         self._loaded()
 
-    def next_position(self) -> tuple[int, StoredCheckpoint | None]:
-        """Take the next call position; with what the first run recorded there, if anything."""
-        calls = self._loaded()
+    def take_position(self) -> int:
+        """The next call position. Taken before any await, so concurrent calls get theirs in
+        the order they start."""
         with self._lock:
             index = self._next
             self._next += 1
-        return index, calls.get(index)
+        return index
+
+    def recorded(self, index: int) -> StoredCheckpoint | None:
+        """What the first run recorded at ``index``, if anything."""
+        return self._loaded().get(index)
+
+    def next_position(self) -> tuple[int, StoredCheckpoint | None]:
+        """Take the next call position; with what the first run recorded there, if anything."""
+        index = self.take_position()
+        return index, self.recorded(index)
 
     def phase(self, name: str) -> StoredCheckpoint | None:
         self._loaded()

@@ -142,8 +142,9 @@ def fan_out(
 async def _fan_out_async(context: JobContext | None, items: list[Sub], spec: _Spec) -> Results:
     if context is None or not context.durable:
         return await asyncio.to_thread(_run_inline, items, spec)
+    index = context.take_position()
     await asyncio.to_thread(context.preload)
-    index, recorded = context.next_position()
+    recorded = context.recorded(index)
     if recorded is not None:
         fan_out_id = replay(context, index, recorded, FAN_OUT)
         return await asyncio.to_thread(collect, context, fan_out_id)

@@ -76,7 +76,8 @@ SELECT id FROM dbqueue_jobs WHERE status = 'running' AND worker = :worker
 -- Everything about one job.
 SELECT id, task, queue, priority, status, payload, content_type, result, result_type,
        error_type, error, traceback, attempt, max_retries, run_at, expires_at, created_at,
-       started_at, finished_at, worker, unique_key, parent_id, root_id, options
+       started_at, finished_at, worker, unique_key, parent_id, root_id, options,
+       checkpointed, fan_out_id, fan_out_index
 FROM dbqueue_jobs WHERE id = :id
 
 -- name: job_states
