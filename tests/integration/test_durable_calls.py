@@ -289,19 +289,10 @@ def test_async_task_awaits_calls_of_async_and_sync_steps(
     run_worker(app)
     assert result.get(timeout=JOB_TIMEOUT) == [10, 11, 20, 4, 101]
     names = [item[:2] for item in runs.items]
-    assert names == [
-        ("async_step", 1),
-        ("sync_step", 10),
-        ("async_step", 2),
-        ("sync_step", 3),
-        ("sync_step", 100),
-    ] or names == [  # fmt: skip
-        ("async_step", 1),
-        ("sync_step", 10),
-        ("sync_step", 3),
-        ("async_step", 2),
-        ("sync_step", 100),
-    ]
+    gathered = {("async_step", 2), ("sync_step", 3)}  # started in this order, may end in any
+    assert names[:2] == [("async_step", 1), ("sync_step", 10)]
+    assert set(names[2:4]) == gathered
+    assert names[4:] == [("sync_step", 100)]
     assert all(item[2] != "dbqueue-asyncio" for item in runs.items if item[0] == "sync_step")
     assert [c for c, _ in checkpoint_rows(app, result.id)] == [0, 1, 2, 3, 4]
     assert sync_flow.delay().get(timeout=JOB_TIMEOUT) == 70

@@ -23,7 +23,6 @@ from dbqueue import (
     signals,
     sub,
 )
-from dbqueue.exceptions import SubJobCancelled
 from dbqueue.storage import fanouts
 from tests.integration.helpers import JOB_TIMEOUT, Runs, job, settle, sql, wait_status
 from tests.support.polling import wait_until
@@ -239,8 +238,9 @@ def test_fail_fast_counts_a_cancelled_child_as_a_failure(app: DBQueue, run_worke
     run_worker(app)
     assert started.wait(JOB_TIMEOUT)
     wait_until(
-        lambda: sql(app, "SELECT status FROM dbqueue_jobs WHERE task = 'ok_child'")
-        == [("completed",)],
+        lambda: (
+            sql(app, "SELECT status FROM dbqueue_jobs WHERE task = 'ok_child'") == [("completed",)]
+        ),
         timeout=JOB_TIMEOUT,
         message="the other child completed",
     )
@@ -445,7 +445,7 @@ def test_unregistered_child_fails_and_bad_input_is_named(app: DBQueue, run_worke
     value = result.get(timeout=JOB_TIMEOUT)
     assert value[:2] == [5, "NotRegistered"] and "nowhere.task" in value[2]
 
-    with pytest.raises(TypeError, match="unknown option.*'colour'"):
+    with pytest.raises(TypeError, match=r"unknown option.*'colour'"):
         sub(known, 1, colour="red")
     with pytest.raises(TypeError, match="bad arguments"):
         sub(known, 1, 2)

@@ -15,9 +15,24 @@ from sqlalchemy.pool import NullPool
 from dbqueue import DBQueue
 from dbqueue.exceptions import SchemaError
 from dbqueue.storage import migrate
+from dbqueue.storage.engine import dialect_family, normalize_url
 from dbqueue.storage.migrate import Migration
 from tests.integration.helpers import job, settle, sql
 from tests.support.polling import wait_until
+
+
+def shipped(url: str) -> list[tuple[int, str]]:
+    """(version, name) of every migration this release ships for the URL's dialect."""
+    family = dialect_family(normalize_url(url))
+    return [(m.version, m.name) for m in ORIGINAL_AVAILABLE(family)]
+
+
+def shipped_names(url: str) -> list[str]:
+    return [f"{version:04d}_{name}" for version, name in shipped(url)]
+
+
+def latest(url: str) -> int:
+    return shipped(url)[-1][0]
 
 
 def schema_rows(url: str) -> list[tuple[int, str]]:
@@ -32,11 +47,11 @@ def schema_rows(url: str) -> list[tuple[int, str]]:
 
 def test_upgrade_is_idempotent(make_app, db_url: str) -> None:
     app = make_app(db_url)
-    assert app.upgrade_db() == ["0001_initial"]
+    assert app.upgrade_db() == shipped_names(db_url)
     assert app.upgrade_db() == []
     storage = app.storage  # auto-upgrade on first use: nothing left to do
     assert storage.upgrade() == []
-    assert storage.schema_version() == 1
+    assert storage.schema_version() == latest(db_url)
     storage.check_schema()
 
     @app.task(name="kept")
@@ -46,7 +61,7 @@ def test_upgrade_is_idempotent(make_app, db_url: str) -> None:
     result = kept.delay(5)
     assert storage.upgrade() == []
     assert job(app, result.id)["status"] == "pending"
-    assert schema_rows(db_url) == [(1, "initial")]
+    assert schema_rows(db_url) == shipped(db_url)
 
 
 def test_auto_upgrade_off_on_an_empty_database_says_what_to_run(make_app, db_url: str) -> None:
@@ -60,17 +75,18 @@ def test_auto_upgrade_off_on_an_empty_database_says_what_to_run(make_app, db_url
         _ = app.storage
     with pytest.raises(SchemaError, match="dbqueue db upgrade"):
         early.delay()
-    assert app.upgrade_db() == ["0001_initial"]
+    assert app.upgrade_db() == shipped_names(db_url)
     result = early.delay()
     assert result.state == "PENDING"
 
 
-def with_migration_2(family: str) -> list[Migration]:
+def with_next_migration(family: str) -> list[Migration]:
     """What a newer release would ship: a new column with a default, and a new table."""
+    original = ORIGINAL_AVAILABLE(family)
     return [
-        *ORIGINAL_AVAILABLE(family),
+        *original,
         Migration(
-            2,
+            original[-1].version + 1,
             "add_note",
             (
                 "ALTER TABLE dbqueue_jobs ADD COLUMN note varchar(100) DEFAULT 'migrated'",
@@ -101,12 +117,12 @@ def test_upgrade_never_loses_rows(
     before = {r.id: job(app, r.id) for r in (done, *waiting, keyed)}
     app.close()
 
-    monkeypatch.setattr(migrate, "available", with_migration_2)
+    monkeypatch.setattr(migrate, "available", with_next_migration)
     upgraded = make_app(db_url)
     applied = upgraded.storage.upgrade()  # the first use already applied it
     assert applied == []
-    assert upgraded.storage.schema_version() == 2
-    assert schema_rows(db_url) == [(1, "initial"), (2, "add_note")]
+    assert upgraded.storage.schema_version() == latest(db_url) + 1
+    assert schema_rows(db_url) == [*shipped(db_url), (latest(db_url) + 1, "add_note")]
     upgraded.storage.check_schema()
 
     for job_id, row in before.items():
@@ -130,11 +146,12 @@ def test_upgrade_applies_only_the_missing_migration(
     make_app, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(db_url)
-    assert app.upgrade_db() == ["0001_initial"]
-    monkeypatch.setattr(migrate, "available", with_migration_2)
-    assert app.upgrade_db() == ["0002_add_note"]
+    assert app.upgrade_db() == shipped_names(db_url)
+    next_version = latest(db_url) + 1
+    monkeypatch.setattr(migrate, "available", with_next_migration)
+    assert app.upgrade_db() == [f"{next_version:04d}_add_note"]
     assert app.upgrade_db() == []
-    assert schema_rows(db_url) == [(1, "initial"), (2, "add_note")]
+    assert schema_rows(db_url) == [*shipped(db_url), (next_version, "add_note")]
 
 
 def mark_schema_newer(url: str) -> None:
@@ -144,8 +161,9 @@ def mark_schema_newer(url: str) -> None:
             conn.execute(
                 text(
                     "INSERT INTO dbqueue_schema (version, name, applied_at) "
-                    "VALUES (2, 'from_the_future', 0)"
-                )
+                    "VALUES (:v, 'from_the_future', 0)"
+                ),
+                {"v": latest(url) + 1},
             )
     finally:
         engine.dispose()
@@ -157,7 +175,7 @@ def test_newer_schema_than_the_code_asks_to_upgrade_dbqueue(make_app, db_url: st
     app = make_app(db_url, database_auto_upgrade=False)
     with pytest.raises(SchemaError, match="upgrade dbqueue") as raised:
         _ = app.storage
-    assert "version 2" in str(raised.value)
+    assert f"version {latest(db_url) + 1}" in str(raised.value)
 
 
 def test_newer_schema_is_refused_with_auto_upgrade_on(make_app, db_url: str) -> None:
@@ -172,16 +190,18 @@ def test_older_schema_with_auto_upgrade_off_asks_for_db_upgrade(
     make_app, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_app(db_url).upgrade_db()
-    monkeypatch.setattr(migrate, "available", with_migration_2)
+    monkeypatch.setattr(migrate, "available", with_next_migration)
     app = make_app(db_url, database_auto_upgrade=False)
-    with pytest.raises(SchemaError, match=r"version 1, this release needs 2.*dbqueue db upgrade"):
+    have, need = latest(db_url), latest(db_url) + 1
+    pattern = rf"version {have}, this release needs {need}.*dbqueue db upgrade"
+    with pytest.raises(SchemaError, match=pattern):
         _ = app.storage
 
 
 def test_concurrent_upgrades_from_threads_apply_each_migration_once(
     make_app, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(migrate, "available", with_migration_2)
+    monkeypatch.setattr(migrate, "available", with_next_migration)
     apps = [make_app(db_url) for _ in range(4)]
     barrier = threading.Barrier(len(apps))
 
@@ -192,8 +212,9 @@ def test_concurrent_upgrades_from_threads_apply_each_migration_once(
     with ThreadPoolExecutor(len(apps)) as pool:
         outcomes = list(pool.map(upgrade, apps))
     applied = sorted(name for names in outcomes for name in names)
-    assert applied == ["0001_initial", "0002_add_note"]
-    assert schema_rows(db_url) == [(1, "initial"), (2, "add_note")]
+    next_version = latest(db_url) + 1
+    assert applied == [*shipped_names(db_url), f"{next_version:04d}_add_note"]
+    assert schema_rows(db_url) == [*shipped(db_url), (next_version, "add_note")]
 
 
 UPGRADE_SCRIPT = """
@@ -240,5 +261,5 @@ def test_concurrent_upgrades_from_processes_apply_each_migration_once(tmp_path, 
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
     applied = sorted(out.strip() for out, _ in outputs)
-    assert applied == ["", "", "0001_initial"]
-    assert schema_rows(db_url) == [(1, "initial")]
+    assert applied == ["", "", ",".join(shipped_names(db_url))]
+    assert schema_rows(db_url) == shipped(db_url)

@@ -32,17 +32,35 @@ def statements_run_by(module: str) -> set[str]:
 
 #: Statements each family needs: the shared code's, the transitions ``finish`` runs by kind,
 #: and the family's own module's.
+#: Statements of the durable workflows' storage modules (and those they run by autocommit).
+DURABLE = (
+    statements_run_by("fanouts")
+    | statements_run_by("checkpoints")
+    | {"save_checkpoint", "flag_checkpointed"}
+) - {"wake_notify"}
 NEEDED = {
-    family: statements_run_by("base") | set(_STATUS_AFTER) | statements_run_by(family)
+    family: statements_run_by("base") | set(_STATUS_AFTER) | statements_run_by(family) | DURABLE
     for family in FAMILIES
 }
-NEEDED["postgresql"] |= {"insert_job_notify"}
+NEEDED["postgresql"] |= {"insert_job_notify", "wake_notify"}
 
 
 def test_the_source_scan_finds_the_core_statements() -> None:
     """Guards the scan above: if it found nothing, the next test would prove nothing."""
     assert {"insert_job", "claim", "reap", "get_job", "prune"} <= statements_run_by("base")
     assert {"claim_lock", "reap_lock", "insert_jobs"} <= statements_run_by("mysql")
+    assert {"suspend", "wake", "lock_fan_outs", "count_fan_out", "cancel_jobs"} <= DURABLE
+    assert "load_checkpoints" in DURABLE
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_locking_reads_are_plain_reads_on_sqlite(family: str) -> None:
+    """SQLite has no row locks (its writers hold the whole database): no FOR UPDATE there."""
+    for query in queries.load(family).values():
+        if family == "sqlite":
+            assert "FOR UPDATE" not in query.sql, query.name
+    if family != "sqlite":
+        assert "SKIP LOCKED" in queries.load(family)["lock_live_children"].sql
 
 
 @pytest.mark.parametrize("name", SQL_FILES)
