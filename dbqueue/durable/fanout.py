@@ -56,7 +56,7 @@ SUB_OPTIONS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sub:
     """One child of a fan-out: a task (or its registered name), its arguments, job options."""
 
@@ -81,7 +81,7 @@ def sub(
     """
     if not isinstance(task, Task | str):
         raise TypeError(f"sub() takes a task or a task name, not {type(task).__name__}")
-    unknown = sorted(set(options) - SUB_OPTIONS)
+    unknown = sorted(set(options) - SUB_OPTIONS) if options else None
     if unknown:
         raise TypeError(
             f"sub() got unknown option(s) {', '.join(map(repr, unknown))} for "
@@ -92,7 +92,7 @@ def sub(
         raise TypeError(f"sub(kwargs=...) takes a dict, not {type(kwargs).__name__}")
     if isinstance(task, Task) and task.typing:
         task.check_arguments(args, dict(kwargs or {}))
-    return Sub(task, tuple(args), dict(kwargs or {}), options)
+    return Sub(task, args, kwargs or {}, options)
 
 
 @dataclass(frozen=True)
@@ -261,17 +261,12 @@ def _build_children(
     assert app is not None
     groups: dict[tuple[str, str], tuple[Task | None, dict[str, Any], list[int]]] = {}
     for index, item in enumerate(items):
-        options = dict(item.options)
-        if spec.queue is not None:
-            options.setdefault("queue", spec.queue)
-        if spec.retries is not None:
-            options.setdefault("max_retries", spec.retries)
-        options["ignore_result"] = False
-        key = (item.name, repr(sorted(options.items())))
-        if key not in groups:
+        key = (item.name, repr(sorted(item.options.items())) if item.options else "")
+        group = groups.get(key)
+        if group is None:
             task = item.task if isinstance(item.task, Task) else app.tasks.get(item.task)
-            groups[key] = (task, options, [])
-        groups[key][2].append(index)
+            group = groups[key] = (task, _child_options(item, task, spec), [])
+        group[2].append(index)
     children: list[tuple[NewJob, int]] = []
     batches: list[tuple[list[NewJob], Calls]] = []
     for (name, _), (task, options, indexes) in groups.items():
@@ -286,6 +281,18 @@ def _build_children(
         batches.append((jobs, calls))
     children.sort(key=lambda pair: pair[1])
     return children, batches
+
+
+def _child_options(item: Sub, task: Task | None, spec: _Spec) -> dict[str, Any]:
+    """A child's job options: its own, then the fan-out's defaults; results always stored."""
+    options = dict(item.options)
+    if spec.queue is not None:
+        options.setdefault("queue", spec.queue)
+    if spec.retries is not None:
+        options.setdefault("max_retries", spec.retries)
+    if task is None or task.ignores_result(options.get("ignore_result")):
+        options["ignore_result"] = False  # the parent needs the result
+    return options
 
 
 # -- replay: collect the results ----------------------------------------------------------------
@@ -324,7 +331,8 @@ def collect(context: JobContext, fan_out_id: str) -> Results:
 def _results(context: JobContext, row: dict[str, Any], children: list[Any]) -> Results:
     app = context.app
     assert app is not None
-    by_index = {int(child.fan_out_index): child for child in children}
+    accept = app.result_accept
+    by_index = {child[0]: child for child in children}
     results = Results()
     for index in range(int(row["total"])):
         child = by_index.get(index)
@@ -332,19 +340,21 @@ def _results(context: JobContext, row: dict[str, Any], children: list[Any]) -> R
             error = SubJobIncomplete(f"child {index} of fan-out {row['id']} has no row anymore")
             results.append(Result(index, error=error, status="missing"))
             continue
-        result = Result(index, job_id=child.id, task=child.task, status=child.status)
-        where = f"child {index} ({child.task}, job {child.id})"
-        if child.status == "completed":
-            if child.result is not None:
-                result.value = decode(child.result, child.result_type, app.result_accept)
-        elif child.status == "failed":
-            result.error = _rebuild(child.error_type, child.error)
-            result.traceback = child.traceback
-        elif child.status == "cancelled":
-            result.error = SubJobCancelled(f"{where} was cancelled: {child.error or 'revoked'}")
+        _, job_id, task, status, data, result_type, error_type, message, traceback = child
+        if status == "completed":
+            value = decode(data, result_type, accept) if data is not None else None
+            results.append(Result(index, value, None, job_id, task))
+            continue
+        result = Result(index, job_id=job_id, task=task, status=status)
+        where = f"child {index} ({task}, job {job_id})"
+        if status == "failed":
+            result.error = _rebuild(error_type, message)
+            result.traceback = traceback
+        elif status == "cancelled":
+            result.error = SubJobCancelled(f"{where} was cancelled: {message or 'revoked'}")
         else:
             result.error = SubJobIncomplete(
-                f"{where} was still {child.status} when the fan-out was decided"
+                f"{where} was still {status} when the fan-out was decided"
             )
         results.append(result)
     return results

@@ -90,6 +90,11 @@ SET completed = :completed, failed = :failed, cancelled = :cancelled, status = :
     decided_at = CASE WHEN :decided = 1 THEN {now} ELSE decided_at END
 WHERE id = :id
 
+-- name: decide_fan_out
+-- pending -> the strategy's decision, for a fan-out whose counts were just raised.
+UPDATE dbqueue_fan_outs SET status = :status, decided_at = {now}
+WHERE id = :id AND status = 'pending'
+
 -- name: fan_out_children
 -- A fan-out's children in input order, with their results or errors.
 SELECT fan_out_index, id, task, status, result, result_type, error_type, error, traceback

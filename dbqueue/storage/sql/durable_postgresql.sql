@@ -29,3 +29,33 @@ WITH woken AS (
     RETURNING queue
 )
 SELECT pg_notify('dbqueue_jobs', queue) FROM woken
+
+-- name: complete_children
+-- running -> completed for a batch of fan-out children, and their fan-outs' completed counts
+-- raised by the rows this statement really moved, in one round trip. Returns the children
+-- moved ('job' rows) and the counted fan-outs with their new counts ('fan_out' rows), so the
+-- caller decides the strategy.
+WITH done AS (
+    UPDATE dbqueue_jobs AS j
+    SET status = 'completed', result = v.result, result_type = v.result_type,
+        error_type = v.error_type, error = NULL, traceback = NULL, finished_at = {now}
+    FROM unnest(CAST(:ids AS text[]), CAST(:results AS bytea[]),
+                CAST(:result_types AS text[]), CAST(:error_types AS text[]))
+         AS v(id, result, result_type, error_type)
+    WHERE j.id = v.id AND j.worker = :worker AND j.status = 'running'
+    RETURNING j.id, j.fan_out_id
+), counts AS (
+    SELECT fan_out_id, COUNT(*) AS n FROM done WHERE fan_out_id IS NOT NULL
+    GROUP BY fan_out_id ORDER BY fan_out_id
+), counted AS (
+    UPDATE dbqueue_fan_outs AS f SET completed = f.completed + counts.n
+    FROM counts WHERE f.id = counts.fan_out_id
+    RETURNING f.id, f.parent_id, f.strategy, f.needed, f.total, f.completed, f.failed,
+              f.cancelled, f.status
+)
+SELECT 'job' AS kind, id, NULL AS parent_id, NULL AS strategy, 0 AS needed, 0 AS total,
+       0 AS completed, 0 AS failed, 0 AS cancelled, NULL AS status
+FROM done
+UNION ALL
+SELECT 'fan_out', id, parent_id, strategy, needed, total, completed, failed, cancelled, status
+FROM counted
