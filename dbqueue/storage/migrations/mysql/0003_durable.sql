@@ -41,6 +41,7 @@ CREATE TABLE dbqueue_fan_outs (
     decided_at    double NULL,
     KEY dbqueue_fan_outs_parent (parent_id),
     KEY dbqueue_fan_outs_timeout (status, timeout_at),
+    KEY dbqueue_fan_outs_decided (status, decided_at),
     CONSTRAINT dbqueue_fan_outs_parent_job FOREIGN KEY (parent_id)
         REFERENCES dbqueue_jobs (id) ON DELETE CASCADE,
     CONSTRAINT dbqueue_fan_outs_status_check CHECK (status IN (
