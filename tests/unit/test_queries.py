@@ -37,12 +37,12 @@ DURABLE = (
     statements_run_by("fanouts")
     | statements_run_by("checkpoints")
     | {"save_checkpoint", "flag_checkpointed"}
-) - {"wake_notify"}
+) - {"wake_notify", "complete_children"}
 NEEDED = {
     family: statements_run_by("base") | set(_STATUS_AFTER) | statements_run_by(family) | DURABLE
     for family in FAMILIES
 }
-NEEDED["postgresql"] |= {"insert_job_notify", "wake_notify"}
+NEEDED["postgresql"] |= {"insert_job_notify", "wake_notify", "complete_children"}
 
 
 def test_the_source_scan_finds_the_core_statements() -> None:
