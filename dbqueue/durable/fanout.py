@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from dbqueue import signals
 from dbqueue.durable.calls import replay, resolve
@@ -204,7 +204,7 @@ def _check_subs(subs: Iterable[Sub]) -> list[Sub]:
 # -- first run: spawn the children and suspend ------------------------------------------------
 
 
-def spawn(context: JobContext, index: int, items: list[Sub], spec: _Spec) -> None:
+def spawn(context: JobContext, index: int, items: list[Sub], spec: _Spec) -> NoReturn:
     """Insert the fan-out, its children and checkpoint, suspend the parent; never returns."""
     app = context.app
     assert app is not None and context.worker_id is not None

@@ -271,11 +271,12 @@ def finish(
         lost: set[str] = set()
         for kind, params in by_kind.items():
             lost |= storage._finish_kind(conn, kind, params)
+        storage._after_finish(conn, ids)
         if children_:
+            # Last: the fan-out rows stay locked only for the commit that follows.
             missed, found = _finish_children(storage, conn, worker, children_)
             lost |= missed
             decided.extend(found)
-        storage._after_finish(conn, ids)
         return lost
 
     suspects = storage.write(run, "recording job outcomes") if ids else set()
