@@ -214,12 +214,13 @@ def get(storage: Storage, fan_out_id: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
-def children(storage: Storage, fan_out_id: str) -> list[tuple[Any, ...]]:
+def children(storage: Storage, parent_id: str, fan_out_id: str) -> list[tuple[Any, ...]]:
     """The fan-out's children in input order, with their results or errors: tuples of
     (fan_out_index, id, task, status, result, result_type, error_type, error, traceback)."""
 
     def run(conn: Connection) -> list[tuple[Any, ...]]:
-        cursor = storage.raw(conn, "fan_out_children", {"fan_out_id": fan_out_id})
+        params = {"parent_id": parent_id, "fan_out_id": fan_out_id}
+        cursor = storage.raw(conn, "fan_out_children", params)
         rows = cursor.fetchall()
         cursor.close()
         return [(row[0], *row[1:4], _bytes(row[4]), *row[5:]) for row in rows]
@@ -456,7 +457,12 @@ def _cancel_children(
 ) -> tuple[int, list[str]]:
     rows = []
     for chunk in _chunks(sorted(set(fan_out_ids))):
-        rows.extend(storage.run(conn, "lock_live_children", {"fan_out_ids": chunk}))
+        parents = sorted(
+            {r.parent_id for r in storage.run(conn, "fan_out_parents", {"ids": chunk})}
+        )
+        if parents:
+            params = {"parent_ids": parents, "fan_out_ids": chunk}
+            rows.extend(storage.run(conn, "lock_live_children", params))
     if not rows:
         return 0, []
     ids = [row.id for row in rows]

@@ -78,6 +78,10 @@ FROM dbqueue_fan_outs WHERE id = :id
 -- transaction that is counting its children.
 SELECT status FROM dbqueue_fan_outs WHERE id = :id FOR UPDATE
 
+-- name: fan_out_parents
+-- The parents of these fan-outs (their children are found through them).
+SELECT id, parent_id FROM dbqueue_fan_outs WHERE id IN :ids
+
 -- name: lock_fan_outs
 -- Fan-outs whose children just finished, locked in id order, to count them and decide.
 SELECT id, parent_id, strategy, needed, total, completed, failed, cancelled, status
@@ -96,9 +100,10 @@ UPDATE dbqueue_fan_outs SET status = :status, decided_at = {now}
 WHERE id = :id AND status = 'pending'
 
 -- name: fan_out_children
--- A fan-out's children in input order, with their results or errors.
+-- A fan-out's children in input order, with their results or errors (found by their parent).
 SELECT fan_out_index, id, task, status, result, result_type, error_type, error, traceback
-FROM dbqueue_jobs WHERE fan_out_id = :fan_out_id ORDER BY fan_out_index
+FROM dbqueue_jobs WHERE parent_id = :parent_id AND fan_out_id = :fan_out_id
+ORDER BY fan_out_index
 
 -- name: lock_owned
 -- Of these jobs, those this worker still holds, locked: finishing fan-out children must know
@@ -111,7 +116,7 @@ ORDER BY id FOR UPDATE
 -- Unfinished children of decided fan-outs, locked; rows another transaction is finishing
 -- right now are skipped (they finish, and count, by themselves).
 SELECT id, fan_out_id, status FROM dbqueue_jobs
-WHERE fan_out_id IN :fan_out_ids
+WHERE parent_id IN :parent_ids AND fan_out_id IN :fan_out_ids
   AND status IN ('pending', 'running', 'retrying', 'waiting', 'paused')
 ORDER BY id
 FOR UPDATE SKIP LOCKED

@@ -4,8 +4,9 @@
 ALTER TABLE dbqueue_jobs
     ADD COLUMN checkpointed boolean NOT NULL DEFAULT false,
     ADD COLUMN fan_out_id varchar(64) NULL,
-    ADD COLUMN fan_out_index int NULL,
-    ADD KEY dbqueue_jobs_fan_out (fan_out_id, fan_out_index);
+    ADD COLUMN fan_out_index int NULL;
+-- A fan-out's children are found through their parent (dbqueue_jobs_parent): one index less
+-- to maintain each time a child is claimed or finishes.
 
 -- One row per recorded call (call_index >= 0) or named phase (call_index = -1) of a job.
 CREATE TABLE dbqueue_checkpoints (

@@ -5,9 +5,8 @@ ALTER TABLE dbqueue_jobs ADD COLUMN checkpointed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE dbqueue_jobs ADD COLUMN fan_out_id TEXT;
 ALTER TABLE dbqueue_jobs ADD COLUMN fan_out_index INTEGER;
 
--- A fan-out's children in input order (results, cancelling the unfinished ones).
-CREATE INDEX dbqueue_jobs_fan_out ON dbqueue_jobs (fan_out_id, fan_out_index)
-    WHERE fan_out_id IS NOT NULL;
+-- A fan-out's children are found through their parent (dbqueue_jobs_parent): one index less
+-- to maintain each time a child is claimed or finishes.
 -- Parents suspended for their children, for the recovery pass.
 CREATE INDEX dbqueue_jobs_waiting ON dbqueue_jobs (id) WHERE status = 'waiting';
 
