@@ -527,8 +527,10 @@ def test_recovery_cancels_children_a_decided_fan_out_left_behind(app: DBQueue) -
     leftover = orphan_parent.apply_async(task_id="leftover")
     sql(
         app,
-        "UPDATE dbqueue_jobs SET fan_out_id = 'f1', fan_out_index = 1 WHERE id = :id",
+        "UPDATE dbqueue_jobs SET fan_out_id = 'f1', fan_out_index = 1, parent_id = :p "
+        "WHERE id = :id",
         id=leftover.id,
+        p=parent.id,
     )
     assert fanouts.recover(app.storage) == {"woken": 0, "cancelled": 1}
     assert job(app, leftover.id)["status"] == "cancelled"
@@ -594,8 +596,9 @@ def test_the_reaper_failing_a_child_counts_it(app: DBQueue) -> None:
     sql(
         app,
         "UPDATE dbqueue_jobs SET fan_out_id = 'f2', fan_out_index = 0, status = 'running', "
-        "attempt = 1, worker = 'gone' WHERE id = :id",
+        "attempt = 1, worker = 'gone', parent_id = :p WHERE id = :id",
         id=child.id,
+        p=parent.id,
     )
     reaped = app.storage.reap(0.0)
     assert [(r.id, r.status, r.fan_out_id) for r in reaped] == [(child.id, "failed", "f2")]
