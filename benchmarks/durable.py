@@ -300,7 +300,9 @@ def one_run(admin_dsn: str, n: int, fanned: bool, log_dir: Path, timeout: float)
     return float(ended) - began
 
 
-def fan_out_vs_flat(admin_dsn: str, n: int, repeat: int, timeout: float) -> dict[str, float]:
+def fan_out_vs_flat(admin_dsn: str, n: int, repeat: int, timeout: float) -> dict[str, Any]:
+    """Flat and fan-out runs alternate, so a change in the machine's load hits both alike;
+    the medians and the median of each pair's ratio are reported."""
     flat: list[float] = []
     fanned: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-durable-") as work:
@@ -309,13 +311,19 @@ def fan_out_vs_flat(admin_dsn: str, n: int, repeat: int, timeout: float) -> dict
                 seconds = one_run(admin_dsn, n, kind == "fan-out", Path(work), timeout)
                 log(f"{kind} run {attempt + 1}/{repeat}: {n} jobs in {seconds:.2f}s")
                 into.append(seconds)
-    return {"flat": statistics.median(flat), "fan-out": statistics.median(fanned)}
+    pairs = [f / g for f, g in zip(flat, fanned, strict=True)]
+    return {
+        "flat": statistics.median(flat),
+        "fan-out": statistics.median(fanned),
+        "pair ratio": statistics.median(pairs),
+        "pair ratios": pairs,
+    }
 
 
 # -- report ---------------------------------------------------------------------------------------
 
 
-def report(steps: dict[str, Any], fan: dict[str, float], args: argparse.Namespace) -> str:
+def report(steps: dict[str, Any], fan: dict[str, Any], args: argparse.Namespace) -> str:
     base = steps["dbqueue call()"]
     lines = [
         f"### One checkpointed step ({args.steps} steps, PostgreSQL)",
@@ -345,6 +353,9 @@ def report(steps: dict[str, Any], fan: dict[str, float], args: argparse.Namespac
         f"| flat: `item.delay_many(...)` | {flat:.2f} | {n / flat:,.0f} | 1.00 |",
         f"| fan-out: `fan_out([sub(item, i) ...])` in one parent | {fanned:.2f} "
         f"| {n / fanned:,.0f} | {flat / fanned:.2f} |",
+        "",
+        f"Fan-out throughput as a share of flat, per alternating pair: "
+        f"{', '.join(f'{r:.2f}' for r in fan['pair ratios'])} (median {fan['pair ratio']:.2f}).",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, load average at start "
         f"{args.load}; PostgreSQL {postgres_info(args.pg_dsn)}; Python "
