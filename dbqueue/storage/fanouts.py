@@ -243,9 +243,10 @@ def finish(
 ) -> set[str]:
     """``Storage.finish`` when the batch holds fan-out children or suspended parents.
 
-    Plain outcomes are written as usual; children's terminal outcomes are written only for the
-    rows this worker still holds (locked first, so each child is counted exactly once, even
-    when a transaction is retried after a lost commit acknowledgement), then counted.
+    Plain outcomes are written as usual. Children's terminal outcomes are counted from the rows
+    this very transaction moved (PostgreSQL: the finishing statement returns them; elsewhere
+    the rows still held are locked first), so each child is counted exactly once, even when a
+    transaction is retried after a lost commit acknowledgement.
     """
     registry = storage.fan_out_children
     by_kind.pop("suspend", None)
