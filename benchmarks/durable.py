@@ -34,6 +34,7 @@ from benchmarks.common import (
     console_script,
     cpu_model,
     database_dsn,
+    drop_database,
     load_average,
     package_version,
     pg_connect,
@@ -385,7 +386,11 @@ def main() -> int:
     steps["DBOS Transact @DBOS.step"] = dbos_step(args.pg_dsn, args.steps)
     steps = {"dbqueue call()": steps.pop("dbqueue call()"), **steps}
     log(f"fan-out of {args.children} children against flat")
-    fan = fan_out_vs_flat(args.pg_dsn, args.children, args.repeat, args.timeout)
+    try:
+        fan = fan_out_vs_flat(args.pg_dsn, args.children, args.repeat, args.timeout)
+    finally:
+        for name in (DBQUEUE_DB, DBOS_DB):
+            drop_database(args.pg_dsn, name)
     print(report(steps, fan, args))
     return 0
 
