@@ -324,6 +324,11 @@ class DBQueue:
         """Enqueue many calls of ``task`` in one round trip (``Task.delay_many`` ends here)."""
         return self._producer.publish_many(task, calls, options)
 
+    @property
+    def producer(self) -> Producer:
+        """Builds and inserts job rows (the fan-out builds its children with it)."""
+        return self._producer
+
     def add_local_waker(self, waker: Callable[[str], None]) -> None:
         """A worker in this process asks to be woken when this process enqueues a job."""
         self._local_wakers.append(waker)

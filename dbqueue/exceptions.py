@@ -186,6 +186,52 @@ class TaskRevokedError(Exception):
     """The job was revoked (cancelled) before it finished."""
 
 
+class CheckpointMismatch(DBQueueError):
+    """A replaying job met a different call at a recorded position.
+
+    The workflow's code changed under a live job: replaying it would return one step's
+    result to another. The message names both; the job fails rather than guess.
+    """
+
+
+class JobNotOwned(DBQueueError):
+    """This worker no longer holds the running job (revoked, reaped or paused meanwhile).
+
+    Raised at a checkpoint or fan-out, so the run stops early; its outcome is discarded.
+    """
+
+
+class FanOutFailed(DBQueueError):
+    """A fan-out's strategy decided it failed (or it timed out, or was cancelled).
+
+    ``results`` holds every child's outcome in input order (None once rebuilt from storage).
+    """
+
+    def __init__(self, message: str = "fan-out failed", results: Any = None) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+class SubJobCancelled(TaskRevokedError):
+    """A fan-out child was cancelled (revoked, or no longer needed once its fan-out decided)."""
+
+
+class SubJobIncomplete(DBQueueError):
+    """A fan-out child had not finished when its fan-out was decided."""
+
+
+class Suspended(BaseException):
+    """Internal: the running job suspended itself for its fan-out's children.
+
+    Not an error: the worker frees the job's slot; the job replays once it is woken. It is a
+    BaseException so that ``except Exception`` in a task does not swallow it.
+    """
+
+    def __init__(self, fan_out_id: str) -> None:
+        super().__init__(fan_out_id)
+        self.fan_out_id = fan_out_id
+
+
 class WorkerShutdown(SystemExit):
     """Raised to ask the worker to shut down warmly."""
 

@@ -28,6 +28,7 @@ from dbqueue.exceptions import (
     Retry,
     RetryAfter,
     SoftTimeLimitExceeded,
+    Suspended,
 )
 from dbqueue.result import EagerResult
 from dbqueue.serialization import check_allowed, decode_call, encode, encode_call
@@ -56,8 +57,9 @@ class ExceptionInfo:
 
 @dataclass
 class Decision:
-    """How a run ended. kind: success, ignored, fail, retry, requeue, rejected, stopped (the
-    worker stopped it on request: an aggressive pause or a termination)."""
+    """How a run ended. kind: success, ignored, fail, retry, requeue, rejected, suspended (it
+    waits for fan-out children), stopped (the worker stopped it on request: an aggressive pause
+    or a termination)."""
 
     kind: str
     retval: Any = None
@@ -83,6 +85,7 @@ _STATE = {
     "requeue": states.PENDING,
     "rejected": states.REJECTED,
     "stopped": states.PENDING,
+    "suspended": states.STARTED,
 }
 
 
@@ -121,6 +124,9 @@ def build_request(
         "queue": job.queue,
         "priority": job.priority,
         "correlation_id": job.id,
+        "checkpointed": job.checkpointed,
+        "fan_out_id": job.fan_out_id,
+        "_task": task,
     }
     if options:
         request.__dict__.update(
@@ -168,6 +174,8 @@ def run_sync(
                 retval = _function(task)(*request.args, **request.kwargs)
     except JobStopped as stopped:
         decision = Decision("stopped", exc=stopped)
+    except Suspended:
+        decision = Decision("suspended")
     except Exception as exc:
         decision = classify(task, request, exc)
     else:
@@ -206,6 +214,8 @@ async def run_async(
             retval = await _function(task)(*request.args, **request.kwargs)
     except JobStopped as stopped:
         decision = Decision("stopped", exc=stopped)
+    except Suspended:
+        decision = Decision("suspended")
     except Exception as exc:
         decision = classify(task, request, exc)
     else:
@@ -324,6 +334,8 @@ def to_outcome(
         return Outcome("complete", job_id, error_type=states.IGNORED_MARK)
     if kind in ("requeue", "stopped"):
         return Outcome("release", job_id)
+    if kind == "suspended":
+        return Outcome("suspend", job_id)
     exc = decision.exc
     assert exc is not None
     error_type = states.REJECTED_MARK if kind == "rejected" else _error_type(exc)
@@ -512,6 +524,7 @@ def apply_eagerly(
             parent_id=parent.id if parent else None,
             headers=options.get("headers"),
             ignore_result=task.ignores_result(options.get("ignore_result")),
+            _task=task,
         )
         if task.is_async:
             from dbqueue.worker.aio import run_coroutine

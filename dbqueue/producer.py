@@ -92,6 +92,19 @@ class Producer:
             return []
         if options.get("task_id"):
             raise TypeError("delay_many() cannot take task_id: each job needs its own id")
+        jobs = self.build_many(task, calls, options)
+        ids = self.app.storage.insert_jobs(jobs)
+        self.announce(jobs, calls)
+        return [AsyncResult(job_id, app=self.app, task_name=task.name) for job_id in ids]
+
+    def build_many(
+        self,
+        task: Task,
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        options: dict[str, Any],
+    ) -> list[NewJob]:
+        """Rows for many calls of one task: options checked and routed once (unless a router
+        function looks at the arguments), ``before_task_publish`` sent for each."""
         jobs = []
         first: NewJob | None = None
         for args, kwargs in calls:
@@ -101,12 +114,16 @@ class Producer:
                 job = self._sibling(first, task, args, kwargs, options)
             self._before(job, args, kwargs, options)
             jobs.append(job)
-        ids = self.app.storage.insert_jobs(jobs)
+        return jobs
+
+    def announce(
+        self, jobs: list[NewJob], calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> None:
+        """After the rows are committed: ``after_task_publish``, and wake local workers."""
         for job, (args, kwargs) in zip(jobs, calls, strict=True):
             self._after(job, args, kwargs)
         for queue in {job.queue for job in jobs}:
             self.app.wake_local(queue)
-        return [AsyncResult(job_id, app=self.app, task_name=task.name) for job_id in ids]
 
     def _sibling(
         self,

@@ -52,6 +52,10 @@ class Context:
     priority: int = 0
     #: A ``retry(throw=False)`` the run still owes: the job is retried once the body returns.
     pending_retry: Any = None
+    #: Whether the job has checkpoints to replay (read once, at its first durable call).
+    checkpointed: bool = False
+    #: The fan-out this job is a child of, if any.
+    fan_out_id: str | None = None
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)

@@ -132,16 +132,25 @@ worker_paused = _signal("worker_paused", "sender=worker; mode")
 worker_resumed = _signal("worker_resumed", "sender=worker")
 custom_event = _signal("custom_event", "sender=app; job_id, kind, data")
 
+checkpoint_saved = _signal(
+    "checkpoint_saved", "sender=task (of the job); job_id, call_index, call_type"
+)
+job_waiting = _signal("job_waiting", "sender=task; job_id, fan_out_id, children")
+job_woken = _signal("job_woken", "sender=None; job_id, fan_out_id, status (the decision)")
+
 __all__ = [
     "Signal",
     "after_task_publish",
     "beat_embedded_init",
     "beat_init",
     "before_task_publish",
+    "checkpoint_saved",
     "custom_event",
     "import_modules",
     "job_paused",
     "job_resumed",
+    "job_waiting",
+    "job_woken",
     "queue_paused",
     "queue_resumed",
     "task_failure",

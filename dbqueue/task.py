@@ -72,7 +72,9 @@ class Task:
         current = _request.current_request()
         if current is not None and current.task == self.name and not current.called_directly:
             return self.run(*args, **kwargs)
-        token = _request.push(_request.Context(task=self.name, args=args, kwargs=kwargs))
+        token = _request.push(
+            _request.Context(task=self.name, args=args, kwargs=kwargs, _task=self)
+        )
         try:
             return self.run(*args, **kwargs)
         finally:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 
 from dbqueue.backoff import RetryConfig
 from dbqueue.exceptions import DBQueueError
-from dbqueue.storage import migrate, queries
+from dbqueue.storage import fanouts, migrate, queries
 from dbqueue.storage.control import ControlStorage
 from dbqueue.storage.engine import mask_password
 from dbqueue.storage.retry import call_with_retry
@@ -97,6 +97,10 @@ class ClaimedJob:
     root_id: str | None
     options: dict[str, Any] = field(default_factory=dict)
     claimed_at: float = 0.0
+    #: The fan-out this job is a child of, if any.
+    fan_out_id: str | None = None
+    #: Whether the job has checkpoints to replay (its first run saved some).
+    checkpointed: bool = False
 
     @classmethod
     def from_tuple(cls, row: Sequence[Any]) -> ClaimedJob:
@@ -117,6 +121,8 @@ class ClaimedJob:
             root_id,
             options,
             now,
+            fan_out_id,
+            checkpointed,
         ) = row
         return cls(
             id_,
@@ -134,6 +140,8 @@ class ClaimedJob:
             root_id,
             json.loads(options) if options else {},
             float(now),
+            fan_out_id,
+            bool(checkpointed),
         )
 
 
@@ -175,6 +183,7 @@ class ReapedJob:
     task: str
     status: str
     attempt: int
+    fan_out_id: str | None = None
 
 
 class Storage(ControlStorage):
@@ -207,6 +216,9 @@ class Storage(ControlStorage):
         self.retry = retry
         self.notify = notify
         self.q = queries.load(self.family)
+        #: Fan-out children this process claimed and has not finished: job id -> fan-out id.
+        #: Their terminal outcomes are counted into their fan-out in the same transaction.
+        self.fan_out_children: dict[str, ClaimedJob] = {}
 
     @property
     def display_url(self) -> str:
@@ -460,6 +472,9 @@ class Storage(ControlStorage):
                 lazy=True,
             )
         jobs.sort(key=lambda j: (-j.priority, j.run_at))
+        for job in jobs:
+            if job.fan_out_id is not None:
+                self.fan_out_children[job.id] = job
         return jobs
 
     def _claim(
@@ -473,11 +488,15 @@ class Storage(ControlStorage):
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> set[str]:
         """Record many outcomes in one transaction (group commit); returns the ids still owned.
 
-        A job another worker took over (reaped) or that was revoked is left alone.
+        A job another worker took over (reaped) or that was revoked is left alone. Fan-out
+        children that finish are counted into their fan-out in the same transaction
+        (``fanouts.py``); a ``suspend`` outcome was written by the fan-out itself.
         """
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for outcome in outcomes:
             by_kind.setdefault(outcome.kind, []).append(outcome.params(worker))
+        if "suspend" in by_kind or self.fan_out_children:
+            return fanouts.finish(self, worker, outcomes, by_kind)
 
         def run(conn: Connection) -> set[str]:
             lost: set[str] = set()
@@ -581,12 +600,22 @@ class Storage(ControlStorage):
         return int(self.write(lambda c: self.run(c, "release", params).rowcount, "release"))
 
     def reap(self, age: float, limit: int = 100) -> list[ReapedJob]:
-        """Take back running jobs of workers silent for ``age`` seconds."""
-        return self.write(lambda c: self._reap(c, age, limit), "stale-lock reaper")
+        """Take back running jobs of workers silent for ``age`` seconds.
+
+        A fan-out child failed for good is counted into its fan-out in the same transaction.
+        """
+
+        def run(conn: Connection) -> tuple[list[ReapedJob], list[fanouts.Decided]]:
+            reaped = self._reap(conn, age, limit)
+            return reaped, fanouts.count_reaped(self, conn, reaped)
+
+        reaped, decided = self.write(run, "stale-lock reaper")
+        fanouts.after_decided(self, decided)
+        return reaped
 
     def _reap(self, conn: Connection, age: float, limit: int) -> list[ReapedJob]:
         rows = self.run(conn, "reap", {"age": age, "limit": limit})
-        return [ReapedJob(r.id, r.task, r.status, r.attempt) for r in rows]
+        return [ReapedJob(r.id, r.task, r.status, r.attempt, r.fan_out_id) for r in rows]
 
     def forget_dead_workers(self, age: float) -> int:
         return int(
@@ -630,16 +659,11 @@ class Storage(ControlStorage):
         return {r.id: (r.status, r.error_type) for r in rows}
 
     def revoke(self, ids: Sequence[str], terminate: bool = False) -> int:
-        """Cancel live jobs; with ``terminate`` the workers running them also stop them."""
-        params = {"ids": list(ids), "control": "terminate" if terminate else None}
+        """Cancel live jobs; with ``terminate`` the workers running them also stop them.
 
-        def run(conn: Connection) -> int:
-            count = int(self.run(conn, "revoke", params).rowcount)
-            if terminate and count:
-                self._announce(conn, "revoke")
-            return count
-
-        return self.write(run, "revoke")
+        Fan-out children are counted into their fan-out, waiting parents' children cancelled.
+        """
+        return fanouts.revoke(self, list(ids), terminate)
 
     def forget(self, job_id: str) -> int:
         return int(self.write(lambda c: self.run(c, "forget", {"id": job_id}).rowcount, "forget"))

@@ -158,7 +158,8 @@ def _limit_idle_time(engine: Engine, max_idle: float) -> None:
 
 
 def _setup_sqlite(engine: Engine) -> None:
-    """WAL, a busy timeout, and transactions we begin ourselves (BEGIN IMMEDIATE for writes)."""
+    """WAL, a busy timeout, foreign keys (checkpoints and fan-outs go with their job), and
+    transactions we begin ourselves (BEGIN IMMEDIATE for writes)."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, record: Any) -> None:
@@ -167,6 +168,7 @@ def _setup_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

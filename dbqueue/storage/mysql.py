@@ -80,4 +80,4 @@ class MySQLStorage(Storage):
             return []
         self.run(conn, "reap", {"ids": ids})
         rows = self.run(conn, "reaped", {"ids": ids})
-        return [ReapedJob(r.id, r.task, r.status, r.attempt) for r in rows]
+        return [ReapedJob(r.id, r.task, r.status, r.attempt, r.fan_out_id) for r in rows]

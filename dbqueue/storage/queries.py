@@ -1,8 +1,10 @@
 """Named SQL statements loaded from ``sql/common.sql`` and ``sql/<dialect>.sql``.
 
 Each statement sits under a ``-- name: <name>`` header followed by comment lines saying what it
-does. A dialect file overrides a common statement of the same name. ``{now}`` expands to the
-dialect's clock expression (epoch seconds); ``IN :param`` marks an expanding list parameter.
+does. A dialect file overrides a common statement of the same name. Durable workflows
+(checkpoints, fan-outs) keep theirs apart, in ``durable.sql`` and ``durable_<dialect>.sql``.
+``{now}`` expands to the dialect's clock expression (epoch seconds); ``IN :param`` marks an
+expanding list parameter.
 
 Most statements run through SQLAlchemy (``Query.clause``). The few on the hot path (claim,
 complete, enqueue) also run straight on the driver's cursor, inside the same SQLAlchemy
@@ -86,15 +88,15 @@ def parse(source: str, now: str) -> dict[str, Query]:
 
 
 def load(family: str) -> dict[str, Query]:
-    """Common queries (``common.sql``, then every other file that is not a dialect's, by name),
-    overridden by the dialect family's own file."""
+    """Every shared file (``common.sql`` first, then the others: ``control.sql``,
+    ``durable.sql``), then the dialect family's own files (``<family>.sql``,
+    ``durable_<family>.sql``), which override statements of the same name."""
     package = resources.files("dbqueue.storage") / "sql"
-    shared = sorted(
-        entry.name
-        for entry in package.iterdir()
-        if entry.name.endswith(".sql") and entry.name[:-4] not in (*NOW, "common")
-    )
+    names = sorted(entry.name[:-4] for entry in package.iterdir() if entry.name.endswith(".sql"))
+    dialectal = [n for n in names if n in NOW or n.rpartition("_")[2] in NOW]
+    shared = ["common", *(n for n in names if n not in dialectal and n != "common")]
+    own = [family, *(n for n in dialectal if n.endswith(f"_{family}"))]
     queries: dict[str, Query] = {}
-    for name in ("common.sql", *shared, f"{family}.sql"):
-        queries.update(parse((package / name).read_text("utf-8"), NOW[family]))
+    for name in (*shared, *own):
+        queries.update(parse((package / f"{name}.sql").read_text("utf-8"), NOW[family]))
     return queries

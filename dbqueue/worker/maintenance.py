@@ -6,6 +6,8 @@
   queue, or fail once their retry budget is spent. Every worker runs it; SKIP LOCKED (or
   SQLite's single writer) keeps two reapers from taking the same job.
 * Pruning: finished jobs older than ``result_expires`` are deleted in small batches.
+* Fan-outs (every reaper interval): timeouts, and the recovery backstop of
+  ``dbqueue/durable/maintenance.py``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Maintenance:
         jobs = [
             (s.heartbeat, self.heartbeat),
             (s.reap, self.reap),
+            (s.reap, self.fan_outs),
             (s.prune if s.result_expires else 0.0, self.prune),
             (60.0, self.forget_dead_workers),
         ]
@@ -114,6 +117,11 @@ class Maintenance:
                 )
         if reaped:
             self.on_reaped(len(reaped))
+
+    def fan_outs(self) -> None:
+        from dbqueue.durable.maintenance import sweep
+
+        sweep(self._storage())
 
     def prune(self) -> None:
         expires = self.schedule.result_expires

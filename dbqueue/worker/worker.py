@@ -482,7 +482,11 @@ class Worker:
             task = tasks.get(job.task)
             if task is None:
                 self._unknown(job)
-            elif job.expires_at is not None and job.claimed_at > job.expires_at:
+            elif (
+                job.expires_at is not None
+                and job.claimed_at > job.expires_at
+                and not job.checkpointed  # a workflow resuming is not a late start
+            ):
                 self._expire(job, task)
             else:
                 if log_received:

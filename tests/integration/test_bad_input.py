@@ -87,7 +87,8 @@ def test_undecodable_payload_fails_that_job_only(
 
 def drop_jobs_table(app: DBQueue) -> None:
     app.storage.dispose()
-    sql(app, "DROP TABLE dbqueue_jobs")
+    for table in ("dbqueue_checkpoints", "dbqueue_fan_outs", "dbqueue_jobs"):  # references first
+        sql(app, f"DROP TABLE {table}")
 
 
 def test_missing_jobs_table_is_a_clear_error_not_a_hang(app: DBQueue) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dbqueue import DBQueue, signals
+from dbqueue import DBQueue, fan_out, signals, sub
 from dbqueue.exceptions import JobStateError, JobStopped, TaskNotFound
 from tests.integration.helpers import JOB_TIMEOUT, job, settle, sql, wait_status
 from tests.support.polling import wait_until
@@ -81,22 +81,58 @@ def test_a_paused_retrying_job_resumes_retrying_at_its_time(app: DBQueue, run_wo
     assert runs.items == [0, 1]
 
 
-def test_a_paused_waiting_job_resumes_waiting(app: DBQueue) -> None:
-    """A parent suspended for its fan-out children (waiting) pauses and resumes to waiting;
-    only resume_job un-pauses it (the fan-out's wake statement matches waiting parents)."""
+def test_a_paused_fan_out_parent_stays_paused_and_resumes_to_collect(
+    app: DBQueue, run_worker
+) -> None:
+    """A parent waiting for its children pauses; its children finishing do not un-pause it
+    (the fan-out's wake matches waiting parents only: the seed's bug); resumed while a child
+    is still out, it waits again; resumed once they are all done, it runs and collects them."""
+    gate = threading.Event()
+    runs: list[str] = []
 
-    @app.task(name="parent")
-    def parent() -> None:
-        pass
+    @app.task(name="slow_child")
+    def slow_child(n: int) -> int:
+        assert gate.wait(JOB_TIMEOUT)
+        return n * 10
 
-    result = parent.delay()
-    sql(app, "UPDATE dbqueue_jobs SET status = 'waiting' WHERE id = :id", id=result.id)
-    assert app.pause_job(result.id) is True
-    row = job(app, result.id)
-    assert (row["status"], row["resume_status"]) == ("paused", "waiting")
-    assert app.resume_job(result.id) is True
-    row = job(app, result.id)
-    assert (row["status"], row["resume_status"], row["control"]) == ("waiting", None, None)
+    @app.task(name="fanning_parent")
+    def fanning_parent() -> list[int]:
+        runs.append("run")
+        return fan_out([sub(slow_child, 1), sub(slow_child, 2)]).values()
+
+    try:
+        run_worker(app, concurrency=4)
+        result = fanning_parent.delay()
+        wait_status(app, result.id, "waiting")
+        assert app.pause_job(result.id) is True
+        assert (job(app, result.id)["status"], job(app, result.id)["resume_status"]) == (
+            "paused",
+            "waiting",
+        )
+        assert app.resume_job(result.id) is True  # children still out: back to waiting
+        assert job(app, result.id)["status"] == "waiting"
+        assert app.pause_job(result.id) is True
+        gate.set()
+        wait_until(
+            lambda: (
+                sql(
+                    app,
+                    "SELECT COUNT(*) FROM dbqueue_jobs WHERE parent_id = :p AND status = :s",
+                    p=result.id,
+                    s="completed",
+                )
+                == [(2,)]
+            ),
+            timeout=JOB_TIMEOUT,
+            message="both children completed",
+        )
+        assert job(app, result.id)["status"] == "paused"  # not woken while paused
+        assert runs == ["run"]
+        assert app.resume_job(result.id) is True
+        assert result.get(timeout=JOB_TIMEOUT) == [10, 20]
+        assert runs == ["run", "run"]
+    finally:
+        gate.set()
 
 
 def test_pause_and_resume_say_what_is_wrong(app: DBQueue, run_worker) -> None:

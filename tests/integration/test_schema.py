@@ -82,7 +82,7 @@ def test_auto_upgrade_off_on_an_empty_database_says_what_to_run(make_app, db_url
     assert result.state == "PENDING"
 
 
-def with_migration_2(family: str) -> list[Migration]:
+def with_next_migration(family: str) -> list[Migration]:
     """What a newer release would ship: a new column with a default, and a new table."""
     current = ORIGINAL_AVAILABLE(family)
     return [
@@ -119,7 +119,7 @@ def test_upgrade_never_loses_rows(
     before = {r.id: job(app, r.id) for r in (done, *waiting, keyed)}
     app.close()
 
-    monkeypatch.setattr(migrate, "available", with_migration_2)
+    monkeypatch.setattr(migrate, "available", with_next_migration)
     upgraded = make_app(db_url)
     applied = upgraded.storage.upgrade()  # the first use already applied it
     assert applied == []
@@ -149,7 +149,7 @@ def test_upgrade_applies_only_the_missing_migration(
 ) -> None:
     app = make_app(db_url)
     assert app.upgrade_db() == shipped(db_url)
-    monkeypatch.setattr(migrate, "available", with_migration_2)
+    monkeypatch.setattr(migrate, "available", with_next_migration)
     assert app.upgrade_db() == [f"{latest(db_url) + 1:04d}_add_note"]
     assert app.upgrade_db() == []
     assert schema_rows(db_url) == [*shipped_rows(db_url), (latest(db_url) + 1, "add_note")]
@@ -191,7 +191,7 @@ def test_older_schema_with_auto_upgrade_off_asks_for_db_upgrade(
     make_app, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_app(db_url).upgrade_db()
-    monkeypatch.setattr(migrate, "available", with_migration_2)
+    monkeypatch.setattr(migrate, "available", with_next_migration)
     app = make_app(db_url, database_auto_upgrade=False)
     have, need = latest(db_url), latest(db_url) + 1
     with pytest.raises(
@@ -203,7 +203,7 @@ def test_older_schema_with_auto_upgrade_off_asks_for_db_upgrade(
 def test_concurrent_upgrades_from_threads_apply_each_migration_once(
     make_app, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(migrate, "available", with_migration_2)
+    monkeypatch.setattr(migrate, "available", with_next_migration)
     apps = [make_app(db_url) for _ in range(4)]
     barrier = threading.Barrier(len(apps))
 

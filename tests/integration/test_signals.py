@@ -120,7 +120,9 @@ def test_retry_sends_task_retry_with_reason(app: DBQueue, run_worker, record_sig
         return "ok"
 
     result = again.delay()
-    run_worker(app)
+    # One thread: the retry is claimable once committed, which is before the first run's
+    # after-commit signals; with more threads the second run may start before they are sent.
+    run_worker(app, concurrency=1)
     assert settle(result) == "ok"
     mine = sent_by(seen, again, 6)
     assert [s.signal for s in mine] == [

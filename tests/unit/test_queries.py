@@ -31,17 +31,24 @@ def statements_run_by(module: str) -> set[str]:
     return set(re.findall(r'\.(?:run|raw|raw_many)\(\s*\w+\s*,\s*"(\w+)"', source))
 
 
-#: Statements each family needs: the shared code's (base.py, control.py), the transitions
-#: ``finish`` runs by kind, and the family's own module's.
+#: Statements of the durable workflows' storage modules (and those they run by autocommit).
+DURABLE = (
+    statements_run_by("fanouts")
+    | statements_run_by("checkpoints")
+    | {"save_checkpoint", "flag_checkpointed"}
+) - {"wake_notify", "complete_children"}
+#: Statements each family needs: the shared code's (base.py, control.py, schedules.py,
+#: the durable modules), the transitions ``finish`` runs by kind, and the family's own module's.
 NEEDED = {
     family: statements_run_by("base")
     | (statements_run_by("control") - set(POSTGRESQL_ONLY))
     | set(_STATUS_AFTER)
     | statements_run_by(family)
     | statements_run_by("schedules")
+    | DURABLE
     for family in FAMILIES
 }
-NEEDED["postgresql"] |= {"insert_job_notify", *POSTGRESQL_ONLY}
+NEEDED["postgresql"] |= {"insert_job_notify", "wake_notify", "complete_children", *POSTGRESQL_ONLY}
 
 
 def test_the_source_scan_finds_the_core_statements() -> None:
@@ -50,6 +57,18 @@ def test_the_source_scan_finds_the_core_statements() -> None:
     assert {"claim_lock", "reap_lock", "insert_jobs"} <= statements_run_by("mysql")
     assert {"pause_job", "control_requests", *POSTGRESQL_ONLY} <= statements_run_by("control")
     assert {"schedule_fire", "schedule_states", "schedule_insert"} <= statements_run_by("schedules")
+    assert {"suspend", "wake", "lock_fan_outs", "count_fan_out", "cancel_jobs"} <= DURABLE
+    assert "load_checkpoints" in DURABLE
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_locking_reads_are_plain_reads_on_sqlite(family: str) -> None:
+    """SQLite has no row locks (its writers hold the whole database): no FOR UPDATE there."""
+    for query in queries.load(family).values():
+        if family == "sqlite":
+            assert "FOR UPDATE" not in query.sql, query.name
+    if family != "sqlite":
+        assert "SKIP LOCKED" in queries.load(family)["lock_live_children"].sql
 
 
 @pytest.mark.parametrize("name", SQL_FILES)

@@ -95,7 +95,7 @@ SELECT id FROM dbqueue_jobs WHERE status = 'running' AND worker = :worker
 SELECT id, task, queue, priority, status, payload, content_type, result, result_type,
        error_type, error, traceback, attempt, max_retries, run_at, expires_at, created_at,
        started_at, finished_at, worker, unique_key, parent_id, root_id, options,
-       resume_status, control
+       resume_status, control, checkpointed, fan_out_id, fan_out_index
 FROM dbqueue_jobs WHERE id = :id
 
 -- name: job_states
@@ -108,13 +108,14 @@ DELETE FROM dbqueue_jobs
 WHERE id = :id AND status IN ('completed', 'failed', 'cancelled')
 
 -- name: purge
--- Delete jobs waiting to run in the given queues (dbqueue purge).
+-- Delete jobs waiting to run in the given queues (dbqueue purge). Fan-out children stay: their
+-- parent waits for them (revoke the parent to cancel a workflow).
 DELETE FROM dbqueue_jobs
-WHERE status IN ('pending', 'retrying') AND queue IN :queues
+WHERE status IN ('pending', 'retrying') AND queue IN :queues AND fan_out_id IS NULL
 
 -- name: purge_all
--- Delete every job waiting to run, whatever its queue.
-DELETE FROM dbqueue_jobs WHERE status IN ('pending', 'retrying')
+-- Delete every job waiting to run, whatever its queue, except fan-out children.
+DELETE FROM dbqueue_jobs WHERE status IN ('pending', 'retrying') AND fan_out_id IS NULL
 
 -- name: queue_counts
 -- Number of jobs per queue and status (dbqueue status).
@@ -127,10 +128,16 @@ WHERE status IN ('pending', 'retrying') AND queue IN :queues AND run_at > {now}
   AND queue NOT IN (SELECT name FROM dbqueue_queues WHERE paused)
 
 -- name: prune
--- Delete up to :limit finished jobs older than :cutoff (result_expires).
+-- Delete up to :limit finished jobs older than :cutoff (result_expires), with their
+-- checkpoints and fan-outs (foreign keys cascade). A fan-out child stays while its parent is
+-- live: the parent reads its result when it replays.
 DELETE FROM dbqueue_jobs WHERE id IN (
-    SELECT id FROM dbqueue_jobs
+    SELECT id FROM dbqueue_jobs j
     WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < :cutoff
+      AND (fan_out_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM dbqueue_jobs p
+          WHERE p.id = j.parent_id AND p.status NOT IN ('completed', 'failed', 'cancelled')
+      ))
     LIMIT :limit
 )
 

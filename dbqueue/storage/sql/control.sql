@@ -17,11 +17,18 @@ SET control = CASE WHEN control = 'pause_aggressive' THEN control ELSE :control 
 WHERE id = :id AND status = 'running'
 
 -- name: resume_job
--- paused -> the status it was paused in (pending, retrying or waiting). With the fan-out
--- tables, a parent paused while waiting whose fan-out was decided meanwhile must come back
--- pending: the wake statement sets its resume_status to 'pending' (see ARCHITECTURE.md).
+-- paused -> the status it was paused in (pending, retrying or waiting). A parent paused while
+-- waiting whose fan-outs were all decided meanwhile (its wake found it paused) comes back
+-- pending, to replay and collect them.
 UPDATE dbqueue_jobs
-SET status = COALESCE(resume_status, 'pending'), resume_status = NULL, control = NULL
+SET status = CASE
+        WHEN resume_status = 'waiting' AND NOT EXISTS (
+            SELECT 1 FROM dbqueue_fan_outs f
+            WHERE f.parent_id = dbqueue_jobs.id AND f.status = 'pending'
+        ) THEN 'pending'
+        ELSE COALESCE(resume_status, 'pending')
+    END,
+    resume_status = NULL, control = NULL
 WHERE id = :id AND status = 'paused'
 
 -- name: withdraw_pause

@@ -17,7 +17,8 @@ INSERT INTO dbqueue_jobs (
 -- Lock up to :limit due jobs of the given queues, highest priority first, skipping rows other
 -- workers hold and paused queues.
 SELECT id, task, queue, priority, payload, content_type, attempt, max_retries, run_at,
-       expires_at, created_at, parent_id, root_id, options, {now} AS now
+       expires_at, created_at, parent_id, root_id, options, {now} AS now, fan_out_id,
+       checkpointed
 FROM dbqueue_jobs
 WHERE claim_queue IN :queues
   AND run_at <= {now}
@@ -60,13 +61,23 @@ WHERE id IN :ids
 
 -- name: reaped
 -- What the reap left behind, for logging and signals.
-SELECT id, task, status, attempt FROM dbqueue_jobs WHERE id IN :ids
+SELECT id, task, status, attempt, fan_out_id FROM dbqueue_jobs WHERE id IN :ids
 
 -- name: prune
--- Delete up to :limit finished jobs older than :cutoff (result_expires).
-DELETE FROM dbqueue_jobs
-WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < :cutoff
-LIMIT :limit
+-- Delete up to :limit finished jobs older than :cutoff (result_expires), with their
+-- checkpoints and fan-outs (foreign keys cascade). A fan-out child stays while its parent is
+-- live. The ids go through a derived table: MySQL cannot read the table it deletes from.
+DELETE FROM dbqueue_jobs WHERE id IN (
+    SELECT id FROM (
+        SELECT j.id FROM dbqueue_jobs j
+        WHERE j.status IN ('completed', 'failed', 'cancelled') AND j.finished_at < :cutoff
+          AND (j.fan_out_id IS NULL OR NOT EXISTS (
+              SELECT 1 FROM dbqueue_jobs p
+              WHERE p.id = j.parent_id AND p.status NOT IN ('completed', 'failed', 'cancelled')
+          ))
+        LIMIT :limit
+    ) AS doomed
+)
 
 -- name: insert_jobs
 -- Bulk enqueue: only placeholders inside VALUES, so the driver sends one multi-row INSERT.

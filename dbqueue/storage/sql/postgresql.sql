@@ -42,7 +42,7 @@ FROM picked
 WHERE j.id = picked.id
 RETURNING j.id, j.task, j.queue, j.priority, j.payload, j.content_type, j.attempt,
           j.max_retries, j.run_at, j.expires_at, j.created_at, j.parent_id, j.root_id,
-          j.options, {now} AS now
+          j.options, {now} AS now, j.fan_out_id, j.checkpointed
 
 -- name: notify_done
 -- Wake AsyncResult.get() waiters: payload is the finished job ids, comma separated.
@@ -74,7 +74,7 @@ SET status = CASE WHEN j.max_retries IS NOT NULL AND j.attempt > j.max_retries T
     worker = NULL
 FROM lost
 WHERE j.id = lost.id
-RETURNING j.id, j.task, j.status, j.attempt
+RETURNING j.id, j.task, j.status, j.attempt, j.fan_out_id
 
 -- name: complete_many
 -- running -> completed for a whole batch in one statement; returns the ids still owned.

@@ -17,7 +17,8 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING id, task, queue, priority, payload, content_type, attempt, max_retries, run_at,
-          expires_at, created_at, parent_id, root_id, options, {now} AS now
+          expires_at, created_at, parent_id, root_id, options, {now} AS now, fan_out_id,
+          checkpointed
 
 -- name: reap
 -- running -> pending (or failed once the retry budget is spent) for jobs whose worker stopped
@@ -41,7 +42,7 @@ WHERE id IN (
       )
     LIMIT :limit
 )
-RETURNING id, task, status, attempt
+RETURNING id, task, status, attempt, fan_out_id
 
 -- name: schedule_lock
 -- One schedule; the write transaction's BEGIN IMMEDIATE already locks it.
