@@ -105,15 +105,14 @@ class Producer:
     ) -> list[NewJob]:
         """Rows for many calls of one task: options checked and routed once (unless a router
         function looks at the arguments), ``before_task_publish`` sent for each."""
-        jobs = []
-        first: NewJob | None = None
-        for args, kwargs in calls:
-            if first is None or self._routes_by_arguments():
-                job = first = self.build(task, task.name, args, kwargs, dict(options))
-            else:
-                job = self._sibling(first, task, args, kwargs, options)
-            self._before(job, args, kwargs, options)
-            jobs.append(job)
+        if self._routes_by_arguments():
+            jobs = [self.build(task, task.name, a, k, dict(options)) for a, k in calls]
+        else:
+            first = self.build(task, task.name, *calls[0], dict(options))
+            jobs = [first, *self._siblings(first, task, calls[1:], options)]
+        if signals.before_task_publish.receivers:
+            for job, (args, kwargs) in zip(jobs, calls, strict=True):
+                self._before(job, args, kwargs, options)
         return jobs
 
     def announce(
@@ -125,36 +124,47 @@ class Producer:
         for queue in {job.queue for job in jobs}:
             self.app.wake_local(queue)
 
-    def _sibling(
+    def _siblings(
         self,
         first: NewJob,
         task: Task,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
         options: dict[str, Any],
-    ) -> NewJob:
-        """Another call of a bulk enqueue: the first job's checked options, its own arguments."""
+    ) -> list[NewJob]:
+        """The other calls of a bulk enqueue: the first job's checked options, their own
+        arguments (and unique keys); everything that does not depend on them is done once."""
         serializer = options.get("serializer") or task.serializer or self.app.conf.task_serializer
-        content_type, payload = encode_call(task.name, args, kwargs, serializer, task.param_names())
-        unique_key = options.get("unique_key")
-        if unique_key is None:
-            unique_key = task.unique_key_for(args, kwargs)
-        return NewJob(
-            id=str(uuid.uuid4()),
-            task=first.task,
-            queue=first.queue,
-            payload=payload,
-            content_type=content_type,
-            priority=first.priority,
-            max_retries=first.max_retries,
-            run_at=first.run_at,
-            delay=first.delay,
-            expires_at=first.expires_at,
-            unique_key=None if unique_key is None else str(unique_key),
-            parent_id=first.parent_id,
-            root_id=first.root_id,
-            options=first.options,
-        )
+        names = task.param_names()
+        fixed_key = options.get("unique_key")
+        keyed = fixed_key is None and task.unique_key is not None
+        fixed = None if fixed_key is None else str(fixed_key)
+        name, queue, priority = first.task, first.queue, first.priority
+        max_retries, run_at, delay = first.max_retries, first.run_at, first.delay
+        expires_at, parent_id, root_id = first.expires_at, first.parent_id, first.root_id
+        stored = first.options
+        jobs = []
+        for args, kwargs in calls:
+            content_type, payload = encode_call(name, args, kwargs, serializer, names)
+            key = task.unique_key_for(args, kwargs) if keyed else fixed
+            jobs.append(
+                NewJob(
+                    str(uuid.uuid4()),
+                    name,
+                    queue,
+                    payload,
+                    content_type,
+                    priority,
+                    max_retries,
+                    run_at,
+                    delay,
+                    expires_at,
+                    None if key is None else str(key),
+                    parent_id,
+                    root_id,
+                    stored,
+                )
+            )
+        return jobs
 
     def _routes_by_arguments(self) -> bool:
         """Whether a router function may send calls of one task to different queues."""
