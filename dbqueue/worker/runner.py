@@ -8,7 +8,7 @@ returns a future resolving to whether the job was still ours when it was written
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dbqueue import signals
@@ -119,7 +119,7 @@ class JobRunner:
             return future
         return build_request(task, job, args, kwargs, self.hostname, self.worker_id)
 
-    def run_many(self, jobs: Sequence[ClaimedJob], release: Release) -> None:
+    def run_many(self, jobs: Iterable[ClaimedJob], release: Release) -> None:
         """Run sync jobs one after another in this thread, then release their slots.
 
         Successes nobody observes are handed over together at the end, in one call; other
