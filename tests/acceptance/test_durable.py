@@ -45,15 +45,22 @@ def workflow(self):
 """
 
 
-@pytest.mark.parametrize("pool", ["threads", "prefork"])
+@pytest.mark.parametrize(
+    ("db_url", "pool"),
+    [
+        ("sqlite", "threads"),
+        ("postgresql", "threads"),
+        ("mariadb", "threads"),
+        ("postgresql", "prefork"),  # prefork is covered on PostgreSQL; threads everywhere
+    ],
+    indirect=["db_url"],
+)
 def test_kill9_mid_workflow_runs_no_recorded_step_again(
     db_url: str,
     load_tasks: Callable[..., Any],
     start_worker: Callable[..., WorkerProcess],
     pool: str,
 ) -> None:
-    if pool == "prefork" and not db_url.startswith("postgresql"):
-        pytest.skip("prefork is covered on PostgreSQL; threads on every database")
     tasks = load_tasks(f"kill9_flow_{pool}", WORKFLOW, db_url, **FAST)
     victim = start_worker(f"kill9_flow_{pool}", db_url, "-P", pool, "-c", "2")
     result = tasks.workflow.delay()
@@ -260,7 +267,16 @@ async def async_tree(self, n):
 """
 
 
-@pytest.mark.parametrize("pool", ["prefork", "threads"])
+@pytest.mark.parametrize(
+    ("db_url", "pool"),
+    [
+        ("sqlite", "prefork"),
+        ("postgresql", "prefork"),
+        ("mariadb", "prefork"),
+        ("sqlite", "threads"),  # both pools run on SQLite; prefork alone elsewhere
+    ],
+    indirect=["db_url"],
+)
 def test_nested_and_async_fan_outs(
     db_url: str,
     load_tasks: Callable[..., Any],
@@ -268,8 +284,6 @@ def test_nested_and_async_fan_outs(
     pool: str,
 ) -> None:
     """Children that fan out again (in prefork children too) and an async parent."""
-    if pool == "threads" and not db_url.startswith("sqlite"):
-        pytest.skip("both pools run on SQLite; prefork alone elsewhere")
     tasks = load_tasks(f"tree_{pool}", TREE, db_url, **FAST)
     worker = start_worker(f"tree_{pool}", db_url, "-P", pool, "-c", "2")
     nested = tasks.tree.delay()
