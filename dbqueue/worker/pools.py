@@ -87,7 +87,7 @@ class ThreadPool:
                     count = min(MAX_BITE, max(1, len(self._queue) // self.size))
                     bite.extend(self._queue.popleft() for _ in range(count))
                     if count > 1:
-                        self._cond.notify(count - 1)  # idle threads may steal from it later
+                        self._cond.notify()  # an idle thread watches it, to steal if it stalls
                     break
                 if bite:
                     break

@@ -8,6 +8,7 @@ returns a future resolving to whether the job was still ours when it was written
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,6 +78,8 @@ class JobRunner:
         self.worker_id = worker_id
         self.commit = commit
         self.commit_many = commit_many or self._commit_each
+        #: Recent seconds per job of each task (a running average), to spot long jobs coming.
+        self.expected: dict[str, float] = {}
         #: Time limits in this process (dbqueue/worker/limits.py); None in prefork children.
         self.watchdog = watchdog
         #: Knows which job the thread runs, to stop it (limits.py; prefork's body flag).
@@ -122,24 +125,37 @@ class JobRunner:
     def run_many(self, jobs: Iterable[ClaimedJob], release: Release) -> None:
         """Run sync jobs one after another in this thread, then release their slots.
 
-        Successes nobody observes are handed over together at the end, in one call; other
+        Successes nobody observes are handed over together, in one call: at the end, or before
+        a job whose task is not known to be short (so they never wait for a long job). Other
         outcomes are committed as each job ends and release their slot once committed.
         """
         quiet: list[Outcome] = []
+        expected = self.expected
         try:
             for job in jobs:
+                if quiet and expected.get(job.task, SHORT_JOB) >= SHORT_JOB:
+                    self._hand_over(quiet, release)
+                started = time.monotonic()
                 try:
                     receipt = self.run(job, quiet)
                 except BaseException:
                     logger.exception("Job %s of %s stopped its thread's run", job.id, job.task)
                     release((job.id,))
                     continue
+                spent = time.monotonic() - started
+                prior = expected.get(job.task)
+                expected[job.task] = spent if prior is None else prior + (spent - prior) * 0.2
                 if receipt is not None:
                     receipt.add_done_callback(_releaser(release, job.id))
         finally:
             if quiet:
-                self.commit_many(quiet)
-                release([outcome.job_id for outcome in quiet])
+                self._hand_over(quiet, release)
+
+    def _hand_over(self, quiet: list[Outcome], release: Release) -> None:
+        batch = quiet[:]
+        quiet.clear()
+        self.commit_many(batch)
+        release([outcome.job_id for outcome in batch])
 
     def run(self, job: ClaimedJob, quiet: list[Outcome] | None = None) -> Receipt | None:
         """Run a sync task's job (in a pool thread or prefork child).
@@ -236,6 +252,9 @@ class _Body(Protocol):
 
 #: The receipt of a job that needs nothing more from its slot.
 _DONE = Receipt.resolved(True)
+#: Seconds per job under which a task counts as short: successes batched in a thread wait
+#: only for jobs of short tasks before they are handed over to be committed.
+SHORT_JOB = 0.001
 
 
 def _releaser(release: Release, job_id: str) -> Callable[[Receipt], None]:

@@ -1,5 +1,6 @@
 """The threads pool: bites of a long queue stay stealable until each job starts, so no job waits
-behind a long one while a thread is idle, and warm shutdown gets every unstarted job back."""
+behind a long one while a thread is idle, and warm shutdown gets every unstarted job back; a
+thread's batched successes are handed over before a job that may be long."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
+from dbqueue import DBQueue
+from dbqueue.worker.completer import Receipt
 from dbqueue.worker.pools import ThreadPool
+from dbqueue.worker.runner import JobRunner
 
 DEADLINE = 10.0
 
@@ -81,3 +85,48 @@ def test_drain_unstarted_takes_back_jobs_waiting_in_bites() -> None:
         runner.gate.set()
         pool.stop(DEADLINE)
     assert sorted(runner.started) == ["long1", "long2"]  # drained jobs never ran
+
+
+def test_batched_successes_are_handed_over_before_a_job_not_known_to_be_short(
+    app: DBQueue,
+) -> None:
+    """A thread batches successes nobody observes, but never makes them wait for a long job."""
+    gate = threading.Event()
+
+    @app.task(name="quick")
+    def quick(i: int) -> int:
+        return i
+
+    @app.task(name="slow")
+    def slow() -> int:
+        assert gate.wait(DEADLINE)
+        return -1
+
+    for i in range(3):
+        quick.delay(i)
+    app.finalize()
+    warm = app.storage.claim("w", ["celery"], 3)
+    slow.delay()
+    batches: list[list[str]] = []
+    runner = JobRunner(
+        app,
+        "host",
+        "w",
+        lambda outcome, wait=True: Receipt.resolved(True),
+        commit_many=lambda outcomes: batches.append([o.job_id for o in outcomes]),
+    )
+    runner.run_many(warm[:1], lambda ids: None)  # quick is now known to be short
+    assert batches == [[warm[0].id]]
+    jobs = [*warm[1:], *app.storage.claim("w", ["celery"], 1)]
+    thread = threading.Thread(target=runner.run_many, args=(jobs, lambda ids: None))
+    thread.start()
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while len(batches) < 2:
+            assert time.monotonic() < deadline, "the quick successes waited for the slow job"
+            time.sleep(0.005)
+        assert batches[1] == [warm[1].id, warm[2].id]  # the two quick ones, in one hand-over
+    finally:
+        gate.set()
+        thread.join(DEADLINE)
+    assert batches[2] == [jobs[2].id]
