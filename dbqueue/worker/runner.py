@@ -254,7 +254,7 @@ class _Body(Protocol):
 _DONE = Receipt.resolved(True)
 #: Seconds per job under which a task counts as short: successes batched in a thread wait
 #: only for jobs of short tasks before they are handed over to be committed.
-SHORT_JOB = 0.001
+SHORT_JOB = 0.02
 
 
 def _releaser(release: Release, job_id: str) -> Callable[[Receipt], None]:
