@@ -124,9 +124,9 @@ class ThreadPool:
                 break
         return 0.0 if bite else STEAL_AFTER
 
-    def _started(self, index: int) -> Iterator[ClaimedJob]:
-        """This thread's bite, one job at a time, each taken as it starts (deque pops are
-        atomic, so a thief and the owner never take the same job)."""
+    def _started(self, index: int, started: list[ClaimedJob]) -> Iterator[ClaimedJob]:
+        """This thread's bite, one job at a time, each taken (and added to ``started``) as it
+        starts; deque pops are atomic, so a thief and the owner never take the same job."""
         bite = self._bites[index]
         while True:
             try:
@@ -134,13 +134,14 @@ class ThreadPool:
             except IndexError:
                 return
             self._since[index] = time.monotonic()
+            started.append(job)
             yield job
 
     def _work(self, index: int) -> None:
         while self._fill(index):
             started: list[ClaimedJob] = []
             try:
-                self.runner.run_many(_recording(self._started(index), started), self.release)
+                self.runner.run_many(self._started(index, started), self.release)
             except BaseException:
                 task = started[-1].task if started else "none"
                 logger.exception("Worker thread stopped by a job of %s", task)
@@ -154,12 +155,6 @@ class ThreadPool:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _recording(jobs: Iterator[ClaimedJob], started: list[ClaimedJob]) -> Iterator[ClaimedJob]:
-    for job in jobs:
-        started.append(job)
-        yield job
 
 
 class SoloPool:
