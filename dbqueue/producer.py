@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dbqueue import signals
@@ -20,6 +21,7 @@ from dbqueue.result import AsyncResult
 from dbqueue.routing import MapRouter, compile_routes, lookup
 from dbqueue.serialization import check_allowed, encode_call
 from dbqueue.storage import NewJob
+from dbqueue.utils.ids import new_ids
 from dbqueue.utils.timeutils import iso, to_epoch
 
 if TYPE_CHECKING:
@@ -102,14 +104,21 @@ class Producer:
         task: Task,
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
         options: dict[str, Any],
+        ids: Sequence[str] | None = None,
     ) -> list[NewJob]:
         """Rows for many calls of one task: options checked and routed once (unless a router
-        function looks at the arguments), ``before_task_publish`` sent for each."""
+        function looks at the arguments), ``before_task_publish`` sent for each. ``ids``
+        gives the jobs' ids (a fan-out derives its children's); random ones otherwise."""
+        if ids is None:
+            ids = new_ids(len(calls))
         if self._routes_by_arguments():
-            jobs = [self.build(task, task.name, a, k, dict(options)) for a, k in calls]
+            jobs = [
+                self.build(task, task.name, a, k, {**options, "task_id": job_id})
+                for job_id, (a, k) in zip(ids, calls, strict=True)
+            ]
         else:
-            first = self.build(task, task.name, *calls[0], dict(options))
-            jobs = [first, *self._siblings(first, task, calls[1:], options)]
+            first = self.build(task, task.name, *calls[0], {**options, "task_id": ids[0]})
+            jobs = [first, *self._siblings(first, task, calls[1:], options, ids[1:])]
         if signals.before_task_publish.receivers:
             for job, (args, kwargs) in zip(jobs, calls, strict=True):
                 self._before(job, args, kwargs, options)
@@ -130,6 +139,7 @@ class Producer:
         task: Task,
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
         options: dict[str, Any],
+        ids: Sequence[str],
     ) -> list[NewJob]:
         """The other calls of a bulk enqueue: the first job's checked options, their own
         arguments (and unique keys); everything that does not depend on them is done once."""
@@ -143,12 +153,12 @@ class Producer:
         expires_at, parent_id, root_id = first.expires_at, first.parent_id, first.root_id
         stored = first.options
         jobs = []
-        for args, kwargs in calls:
+        for job_id, (args, kwargs) in zip(ids, calls, strict=True):
             content_type, payload = encode_call(name, args, kwargs, serializer, names)
             key = task.unique_key_for(args, kwargs) if keyed else fixed
             jobs.append(
                 NewJob(
-                    str(uuid.uuid4()),
+                    job_id,
                     name,
                     queue,
                     payload,

@@ -86,6 +86,37 @@ def decode(data: bytes, content_type: str, accept: set[str]) -> Any:
         raise DecodeError(f"cannot decode {content_type} payload: {exc}") from exc
 
 
+def decode_many(items: Sequence[tuple[bytes, str]], accept: set[str]) -> list[Any]:
+    """:func:`decode` of many (data, content_type) pairs; plain JSON ones in one parse.
+
+    A fan-out's replay reads thousands of small results: joining them into one JSON array
+    parses them about ten times faster than one by one. Anything else (another content type,
+    kombu's type markers, a value that does not parse) is decoded alone, with its own error.
+    """
+    values: list[Any] = [None] * len(items)
+    plain: list[int] = []
+    if _JSON in accept:
+        plain = [
+            i for i, (data, kind) in enumerate(items) if kind == _JSON and _TYPE_MARKER not in data
+        ]
+    if plain:
+        joined = b"[" + b",".join(items[i][0] for i in plain) + b"]"
+        try:
+            parsed = _plain_json_decoder.decode(joined.decode("utf-8"))
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and len(parsed) == len(plain):
+            for i, value in zip(plain, parsed, strict=True):
+                values[i] = value
+        else:
+            plain = []
+    done = set(plain)
+    for i, (data, kind) in enumerate(items):
+        if i not in done:
+            values[i] = decode(data, kind, accept)
+    return values
+
+
 def encode_call(
     task_name: str,
     args: Sequence[Any],

@@ -32,7 +32,7 @@ from dbqueue.exceptions import (
     SubJobIncomplete,
     Suspended,
 )
-from dbqueue.serialization import decode, exception_from_dict
+from dbqueue.serialization import decode_many, exception_from_dict
 from dbqueue.storage import NewJob, fanouts
 from dbqueue.task import Task
 
@@ -209,7 +209,7 @@ def spawn(context: JobContext, index: int, items: list[Sub], spec: _Spec) -> NoR
     app = context.app
     assert app is not None and context.worker_id is not None
     fan_out_id = str(uuid.uuid4())
-    children, batches = _build_children(context, items, spec)
+    children, batches = _build_children(context, fan_out_id, items, spec)
     row = {
         "id": fan_out_id,
         "parent_id": context.id,
@@ -254,9 +254,10 @@ Calls = list[tuple[tuple[Any, ...], dict[str, Any]]]
 
 
 def _build_children(
-    context: JobContext, items: list[Sub], spec: _Spec
+    context: JobContext, fan_out_id: str, items: list[Sub], spec: _Spec
 ) -> tuple[list[tuple[NewJob, int]], list[tuple[list[NewJob], Calls]]]:
-    """The children's rows, built in batches of the same task and options (routed once)."""
+    """The children's rows, built in batches of the same task and options (routed once),
+    with the ids their fan-out derives (``fanouts.child_id``)."""
     app = context.app
     assert app is not None
     groups: dict[tuple[str, str], tuple[Task | None, dict[str, Any], list[int]]] = {}
@@ -271,10 +272,14 @@ def _build_children(
     batches: list[tuple[list[NewJob], Calls]] = []
     for (name, _), (task, options, indexes) in groups.items():
         calls: Calls = [(items[i].args, items[i].kwargs) for i in indexes]
+        ids = [fanouts.child_id(fan_out_id, i) for i in indexes]
         if task is not None:
-            jobs = app.producer.build_many(task, calls, options)
+            jobs = app.producer.build_many(task, calls, options, ids)
         else:
-            jobs = [app.producer.build(None, name, a, k, dict(options)) for a, k in calls]
+            jobs = [
+                app.producer.build(None, name, a, k, {**options, "task_id": job_id})
+                for job_id, (a, k) in zip(ids, calls, strict=True)
+            ]
         for job, index in zip(jobs, indexes, strict=True):
             job.unique_key = None  # a child must exist for its fan-out to be counted
             children.append((job, index))
@@ -322,7 +327,7 @@ def collect(context: JobContext, fan_out_id: str) -> Results:
         if suspended is None:
             raise JobNotOwned(f"job {context.id} is no longer held by this worker")
         row = fanouts.get(storage, fan_out_id) or row
-    results = _results(context, row, fanouts.children(storage, context.id, fan_out_id))
+    results = _results(context, row, fanouts.children(storage, fan_out_id, int(row["total"])))
     if row["status"] != "completed":
         raise FanOutFailed(_summary(row, results), results)
     return results
@@ -331,8 +336,19 @@ def collect(context: JobContext, fan_out_id: str) -> Results:
 def _results(context: JobContext, row: dict[str, Any], children: list[Any]) -> Results:
     app = context.app
     assert app is not None
-    accept = app.result_accept
     by_index = {child[0]: child for child in children}
+    stored = [
+        (child[0], (child[4], child[5]))
+        for child in children
+        if child[3] == "completed" and child[4] is not None
+    ]
+    values = dict(
+        zip(
+            (index for index, _ in stored),
+            decode_many([item for _, item in stored], app.result_accept),
+            strict=True,
+        )
+    )
     results = Results()
     for index in range(int(row["total"])):
         child = by_index.get(index)
@@ -340,10 +356,9 @@ def _results(context: JobContext, row: dict[str, Any], children: list[Any]) -> R
             error = SubJobIncomplete(f"child {index} of fan-out {row['id']} has no row anymore")
             results.append(Result(index, error=error, status="missing"))
             continue
-        _, job_id, task, status, data, result_type, error_type, message, traceback = child
+        _, job_id, task, status, _, _, error_type, message, traceback = child
         if status == "completed":
-            value = decode(data, result_type, accept) if data is not None else None
-            results.append(Result(index, value, None, job_id, task))
+            results.append(Result(index, values.get(index), None, job_id, task))
             continue
         result = Result(index, job_id=job_id, task=task, status=status)
         where = f"child {index} ({task}, job {job_id})"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """One child's outcome: a value when ``ok``, else an error (its exception, rebuilt)."""
 

@@ -77,6 +77,19 @@ def decide(
     return None
 
 
+def child_id(fan_out_id: str, index: int) -> str:
+    """Child ``index``'s job id: the fan-out id's first 24 characters, then the index as 12 hex
+    digits. For a uuid4 fan-out id that is again a UUID (74 random bits shared by the
+    fan-out's children), and the children lie in one primary-key range, so they are found
+    without an index of their own."""
+    return f"{fan_out_id[:24]}{index:012x}"
+
+
+def child_range(fan_out_id: str, total: int) -> dict[str, str]:
+    """The primary-key range holding the fan-out's children, as query parameters."""
+    return {"low": child_id(fan_out_id, 0), "high": child_id(fan_out_id, max(total - 1, 0))}
+
+
 def _chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
     for start in range(0, len(items), CHUNK):
         yield list(items[start : start + CHUNK])
@@ -214,15 +227,22 @@ def get(storage: Storage, fan_out_id: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
-def children(storage: Storage, parent_id: str, fan_out_id: str) -> list[tuple[Any, ...]]:
-    """The fan-out's children in input order, with their results or errors: tuples of
-    (fan_out_index, id, task, status, result, result_type, error_type, error, traceback)."""
+def children(storage: Storage, fan_out_id: str, total: int) -> list[tuple[Any, ...]]:
+    """The fan-out's children (in no order), with their results or errors: tuples of
+    (fan_out_index, id, task, status, result, result_type, error_type, error, traceback).
+
+    Read by primary-key range; if that finds fewer than ``total`` (some were deleted, or a
+    collation orders the range differently) the children are looked for by fan-out id."""
 
     def run(conn: Connection) -> list[tuple[Any, ...]]:
-        params = {"parent_id": parent_id, "fan_out_id": fan_out_id}
+        params = {"fan_out_id": fan_out_id, **child_range(fan_out_id, total)}
         cursor = storage.raw(conn, "fan_out_children", params)
         rows = cursor.fetchall()
         cursor.close()
+        if len(rows) < total:
+            cursor = storage.raw(conn, "fan_out_children_scan", {"fan_out_id": fan_out_id})
+            rows = cursor.fetchall()
+            cursor.close()
         return [(row[0], *row[1:4], _bytes(row[4]), *row[5:]) for row in rows]
 
     return storage.read(run, "fan-out results")
@@ -460,14 +480,13 @@ def cancel_rest(storage: Storage, fan_out_ids: Sequence[str]) -> int:
 def _cancel_children(
     storage: Storage, conn: Connection, *, fan_out_ids: Sequence[str]
 ) -> tuple[int, list[str]]:
-    rows = []
+    totals = []
     for chunk in _chunks(sorted(set(fan_out_ids))):
-        parents = sorted(
-            {r.parent_id for r in storage.run(conn, "fan_out_parents", {"ids": chunk})}
-        )
-        if parents:
-            params = {"parent_ids": parents, "fan_out_ids": chunk}
-            rows.extend(storage.run(conn, "lock_live_children", params))
+        totals.extend(storage.run(conn, "fan_out_totals", {"ids": chunk}))
+    rows = []
+    for fan_out_id, total in sorted(totals):
+        params = {"fan_out_id": fan_out_id, **child_range(fan_out_id, total)}
+        rows.extend(storage.run(conn, "lock_live_children", params))
     if not rows:
         return 0, []
     ids = [row.id for row in rows]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -100,6 +101,43 @@ def test_results_in_input_order_and_the_parent_resumes_once(
     assert (row["status"], row["attempt"]) == ("completed", 1)
     counts = assert_counts_match(app, result.id)
     assert counts["status"] == "completed"
+
+
+def test_child_ids_derive_from_the_fan_out_and_a_deleted_child_reads_as_missing(
+    app: DBQueue, run_worker, gates
+) -> None:
+    """Children are found by the primary-key range their fan-out derives; one whose row was
+    deleted comes back as "missing" (found by the fallback lookup), the others as they ended."""
+
+    @app.task(name="held")
+    def held(i: int) -> int:
+        if i == 0:
+            assert gates("held").wait(JOB_TIMEOUT)
+        return i
+
+    @app.task(name="holds")
+    def holds() -> list[str]:
+        return [r.status for r in fan_out([sub(held, i) for i in range(3)], CollectAll())]
+
+    result = holds.delay()
+    run_worker(app, concurrency=4)
+    wait_status(app, result.id, "waiting")
+    fan_out_id = fan_out_row(app, result.id)["id"]
+    wait_until(
+        lambda: children_statuses(app, fan_out_id)[1:] == ["completed", "completed"],
+        timeout=JOB_TIMEOUT,
+        message="children 1 and 2 done",
+    )
+    rows = sql(
+        app, "SELECT id, fan_out_index FROM dbqueue_jobs WHERE fan_out_id = :f", f=fan_out_id
+    )
+    assert sorted(rows, key=lambda r: r[1]) == [
+        (fanouts.child_id(fan_out_id, i), i) for i in range(3)
+    ]
+    assert all(uuid.UUID(child).version == 4 for child, _ in rows)
+    sql(app, "DELETE FROM dbqueue_jobs WHERE id = :id", id=fanouts.child_id(fan_out_id, 1))
+    gates("held").set()
+    assert result.get(timeout=JOB_TIMEOUT) == ["completed", "missing", "completed"]
 
 
 def test_fail_fast_cancels_the_siblings_and_keeps_the_error_type(
@@ -524,7 +562,7 @@ def test_recovery_cancels_children_a_decided_fan_out_left_behind(app: DBQueue) -
         "failed, status) VALUES ('f1', :p, 0, 'fail_fast', 2, 2, 1, 'failed')",
         p=parent.id,
     )
-    leftover = orphan_parent.apply_async(task_id="leftover")
+    leftover = orphan_parent.apply_async(task_id=fanouts.child_id("f1", 1))
     sql(
         app,
         "UPDATE dbqueue_jobs SET fan_out_id = 'f1', fan_out_index = 1, parent_id = :p "

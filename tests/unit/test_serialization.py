@@ -18,6 +18,7 @@ from dbqueue.serialization import (
     content_type_of,
     decode,
     decode_call,
+    decode_many,
     encode,
     encode_call,
     exception_from_dict,
@@ -258,3 +259,23 @@ def test_exception_whose_constructor_needs_other_arguments_still_rebuilds() -> N
 def test_non_portable_exception_arguments_are_stored_as_repr() -> None:
     meta = exception_to_dict(ValueError({1, 2}, b"raw"))
     assert meta["exc_message"] == [repr({1, 2}), repr(b"raw")]
+
+
+def test_decode_many_matches_decode_item_by_item() -> None:
+    accept = {"application/json", "application/x-msgpack"}
+    values = [1, "two", None, [3, {"four": 4}], dt.datetime(2026, 1, 2, 3, 4, 5), {"a": []}]
+    items = [encode(value, "json") for value in values]
+    items.insert(2, encode({"packed": True}, "msgpack"))
+    decoded = decode_many([(data, kind) for kind, data in items], accept)
+    assert decoded == [decode(data, kind, accept) for kind, data in items]
+    assert decoded[5] == dt.datetime(2026, 1, 2, 3, 4, 5)  # kombu's type marker kept
+
+
+def test_decode_many_falls_back_to_one_by_one_and_names_the_bad_value() -> None:
+    accept = {"application/json"}
+    good = (b"[1]", "application/json")
+    # Pieces that would parse only when joined must not: each is decoded alone, and fails.
+    with pytest.raises(DecodeError, match="cannot decode application/json"):
+        decode_many([good, (b"[2", "application/json"), (b"3]", "application/json")], accept)
+    with pytest.raises(DecodeError, match="accept_content"):
+        decode_many([good, (b"\x81\xa1a\x01", "application/x-msgpack")], accept)

@@ -78,9 +78,9 @@ FROM dbqueue_fan_outs WHERE id = :id
 -- transaction that is counting its children.
 SELECT status FROM dbqueue_fan_outs WHERE id = :id FOR UPDATE
 
--- name: fan_out_parents
--- The parents of these fan-outs (their children are found through them).
-SELECT id, parent_id FROM dbqueue_fan_outs WHERE id IN :ids
+-- name: fan_out_totals
+-- How many children these fan-outs have (their ids follow from it: fanouts.child_range).
+SELECT id, total FROM dbqueue_fan_outs WHERE id IN :ids
 
 -- name: lock_fan_outs
 -- Fan-outs whose children just finished, locked in id order, to count them and decide.
@@ -100,10 +100,16 @@ UPDATE dbqueue_fan_outs SET status = :status, decided_at = {now}
 WHERE id = :id AND status = 'pending'
 
 -- name: fan_out_children
--- A fan-out's children in input order, with their results or errors (found by their parent).
+-- A fan-out's children with their results or errors, by primary-key range (a child's id is
+-- its fan-out's prefix and its index: fanouts.child_id); the caller places them by
+-- fan_out_index, so the database need not sort them.
 SELECT fan_out_index, id, task, status, result, result_type, error_type, error, traceback
-FROM dbqueue_jobs WHERE parent_id = :parent_id AND fan_out_id = :fan_out_id
-ORDER BY fan_out_index
+FROM dbqueue_jobs WHERE id BETWEEN :low AND :high AND fan_out_id = :fan_out_id
+
+-- name: fan_out_children_scan
+-- The same, when the range found fewer children than the fan-out has (a table scan: rare).
+SELECT fan_out_index, id, task, status, result, result_type, error_type, error, traceback
+FROM dbqueue_jobs WHERE fan_out_id = :fan_out_id
 
 -- name: lock_owned
 -- Of these jobs, those this worker still holds, locked: finishing fan-out children must know
@@ -116,7 +122,7 @@ ORDER BY id FOR UPDATE
 -- Unfinished children of decided fan-outs, locked; rows another transaction is finishing
 -- right now are skipped (they finish, and count, by themselves).
 SELECT id, fan_out_id, status FROM dbqueue_jobs
-WHERE parent_id IN :parent_ids AND fan_out_id IN :fan_out_ids
+WHERE id BETWEEN :low AND :high AND fan_out_id = :fan_out_id
   AND status IN ('pending', 'running', 'retrying', 'waiting', 'paused')
 ORDER BY id
 FOR UPDATE SKIP LOCKED

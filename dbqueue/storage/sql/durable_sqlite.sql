@@ -19,7 +19,7 @@ WHERE id IN :ids AND worker = :worker AND status = 'running'
 -- name: lock_live_children
 -- Unfinished children of decided fan-outs.
 SELECT id, fan_out_id, status FROM dbqueue_jobs
-WHERE parent_id IN :parent_ids AND fan_out_id IN :fan_out_ids
+WHERE id BETWEEN :low AND :high AND fan_out_id = :fan_out_id
   AND status IN ('pending', 'running', 'retrying', 'waiting', 'paused')
 
 -- name: lock_revoked

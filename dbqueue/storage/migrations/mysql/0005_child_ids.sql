@@ -1,0 +1,4 @@
+-- A fan-out's children are found by their primary keys, which their fan-out derives
+-- (fanouts.child_id): the index on parent_id goes, so claiming or finishing a job that has a
+-- parent no longer writes an entry into it each time its row moves.
+ALTER TABLE dbqueue_jobs DROP INDEX dbqueue_jobs_parent;
