@@ -32,7 +32,7 @@ from dbqueue.exceptions import JobStopped, SoftTimeLimitExceeded
 from dbqueue.request import current_request
 from dbqueue.storage import ClaimedJob, Outcome
 from dbqueue.worker.completer import Receipt
-from dbqueue.worker.runner import JobRunner, time_limits
+from dbqueue.worker.runner import JobRunner, freeze_boot_objects, time_limits
 
 logger = logging.getLogger("dbqueue.worker")
 
@@ -455,6 +455,7 @@ def child_main(
         return Receipt.resolved(bool(reply[1]))
 
     runner = JobRunner(app, hostname, worker_id, commit, stopper=flag)
+    freeze_boot_objects()
     done = 0
     try:
         while True:

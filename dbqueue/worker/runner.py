@@ -7,6 +7,7 @@ returns a future resolving to whether the job was still ours when it was written
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -291,3 +292,15 @@ def _success_logger(task: Task, task_id: str, decision: Decision) -> Callable[[R
         log_success(task, task_id, decision, receipt.result())
 
     return log
+
+
+def freeze_boot_objects() -> None:
+    """Put what booting allocated (modules, tasks, the app, the engine) out of the cyclic
+    collector's reach, in a worker process (or a prefork child) once it has booted.
+
+    Full collections then scan only what jobs allocate: a job that builds many objects (a
+    10,000-child fan-out) no longer stalls its worker for a ~30 ms collection of the whole
+    heap, and a forked child does not copy those pages by touching their reference counts.
+    """
+    gc.collect()
+    gc.freeze()

@@ -33,7 +33,7 @@ from dbqueue.worker.control import WorkerControl
 from dbqueue.worker.limits import Stopper, Watchdog
 from dbqueue.worker.maintenance import Maintenance, Schedule
 from dbqueue.worker.pools import SoloPool, ThreadPool
-from dbqueue.worker.runner import JobRunner
+from dbqueue.worker.runner import JobRunner, freeze_boot_objects
 
 logger = logging.getLogger("dbqueue.worker")
 
@@ -257,6 +257,8 @@ class Worker:
             self.stopper,
             commit_many=self.completer.submit_many,
         )
+        if threading.current_thread() is threading.main_thread():
+            freeze_boot_objects()
         self.pool = self._make_pool()
         self.pool.start()
         self.loop_thread = EventLoopThread()

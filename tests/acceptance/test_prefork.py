@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.acceptance import effects
 from tests.acceptance.conftest import FAST
 from tests.acceptance.procs import alive, group_members
@@ -42,6 +44,12 @@ def work(self, n):
 def once(self, n):
     effects.record("run", self.request.id, info=str(n))
     return n
+
+
+@app.task
+def frozen():
+    import gc
+    return gc.get_freeze_count()
 
 
 @app.task(bind=True, soft_time_limit=0.5)
@@ -217,3 +225,17 @@ def test_children_do_not_outlive_a_killed_worker(
         timeout=10,
         message=f"no process of the killed worker survives (child {started['pid']} ran a job)",
     )
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_boot_objects_are_frozen_where_jobs_run(
+    db_url: str,
+    pool: str,
+    load_tasks: Callable[..., Any],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """A worker (and each prefork child) moves its boot-time heap out of the collector's
+    reach once booted: full collections then scan only what jobs allocate."""
+    tasks = load_tasks(f"frozen_{pool}_tasks", TASKS, db_url, **SETTINGS)
+    start_worker(f"frozen_{pool}_tasks", db_url, "-P", pool, "-c", "1")
+    assert tasks.frozen.delay().get(timeout=30) > 10_000
