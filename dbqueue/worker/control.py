@@ -59,6 +59,8 @@ class WorkerControl:
         #: Local changes are numbered, so a control pass that read the database before one was
         #: written never undoes it.
         self._gen = 0
+        #: Local pause/resume writes not yet committed (the database's mode is stale meanwhile).
+        self._writing = 0
         self._local_jobs: dict[str, tuple[str | None, int]] = {}
         self._local_queues: dict[str, tuple[bool, int]] = {}
         #: Jobs this worker was asked to stop (until they leave it).
@@ -136,10 +138,9 @@ class WorkerControl:
             if request in _STOP:
                 self.stop_job(job_id)
         if found.found and gen == self._gen and found.pause_mode != self.mode:
-            if found.pause_mode is None:
-                self.resume(write=False)
-            else:
-                self.pause(found.pause_mode, write=False)
+            if found.pause_mode is not None:
+                check_mode(found.pause_mode)
+            self._set_mode(found.pause_mode, write=False, seen=gen)
         gone = self._asked - set(worker._jobs)
         if gone:
             self._asked -= gone
@@ -185,14 +186,32 @@ class WorkerControl:
     def pause(self, mode: str, write: bool = True) -> None:
         """Stop claiming; release claimed jobs not started; aggressive: stop running ones."""
         check_mode(mode)
+        self._set_mode(mode, write)
+
+    def resume(self, write: bool = True) -> None:
+        self._set_mode(None, write)
+
+    def _set_mode(self, mode: str | None, write: bool, seen: int | None = None) -> None:
+        """Pause (``mode``) or resume (None). ``seen``: the generation a control pass read the
+        database at; the change is dropped if a local one came since (checked under the lock)."""
         worker = self.worker
         with self._lock:
+            if seen is not None and (seen != self._gen or self._writing):
+                return
             self._gen += 1
+            self._writing += write
             changed = self.mode != mode
             self.mode = mode
             self._refresh()
         if write:
             self._write_mode(mode)
+        if mode is None:
+            if changed:
+                logger.warning("Worker %s resumed", worker.name)
+                signals.worker_resumed.send(worker)
+                self.events.worker_event(paused=False, mode=None)
+                worker._poke_all()
+            return
         pool = getattr(worker, "pool", None)
         if pool is not None:
             unstarted = pool.drain_unstarted()
@@ -206,26 +225,18 @@ class WorkerControl:
             signals.worker_paused.send(worker, mode=mode)
             self.events.worker_event(paused=True, mode=mode)
 
-    def resume(self, write: bool = True) -> None:
-        worker = self.worker
-        with self._lock:
-            self._gen += 1
-            changed = self.mode is not None
-            self.mode = None
-            self._refresh()
-        if write:
-            self._write_mode(None)
-        if changed:
-            logger.warning("Worker %s resumed", worker.name)
-            signals.worker_resumed.send(worker)
-            self.events.worker_event(paused=False, mode=None)
-            worker._poke_all()
-
     def _write_mode(self, mode: str | None) -> None:
+        """Store the mode for other processes. A control pass that reads the row before this
+        commits sees the old mode: until it is written, and for any pass that began before,
+        the database's mode is not applied here (``_writing``, then the generation moves)."""
         try:
             self.worker.storage.pause_worker(self.worker.id, mode)
         except Exception as error:
             logger.warning("Could not record the worker's pause state: %s", error)
+        finally:
+            with self._lock:
+                self._writing -= 1
+                self._gen += 1
 
     def wait_for_pause(self, timeout: float | None = None) -> bool:
         """Wait until no job is held here; False on timeout. The worker must be paused."""

@@ -142,6 +142,35 @@ def test_a_paused_worker_stays_paused_when_it_registers_again(app: DBQueue, run_
     assert handle.worker.is_paused
 
 
+def test_a_control_pass_reading_before_a_local_pause_commits_does_not_undo_it(
+    app: DBQueue, run_worker, record_signals
+) -> None:
+    """The control pass reads the worker's row while ``pause()`` is still writing it (so it
+    reads "not paused"): the worker stays paused, and resumes nothing."""
+    handle = run_worker(app, hostname="race@test")
+    worker = handle.worker
+    resumed = record_signals(signals.worker_resumed)
+    storage = worker.storage
+    write = storage.pause_worker
+
+    def pass_before_the_write(worker_id: str, mode: str | None) -> None:
+        worker.control.control_pass()
+        write(worker_id, mode)
+
+    storage.pause_worker = pass_before_the_write  # type: ignore[method-assign]
+    try:
+        worker.pause()
+    finally:
+        del storage.pause_worker
+    assert worker.is_paused
+    worker.control.control_pass()  # the row says paused by now
+    assert worker.is_paused
+    assert sql(app, "SELECT pause_mode FROM dbqueue_workers WHERE name = 'race@test'") == [
+        ("graceful",)
+    ]
+    assert not resumed
+
+
 def test_cancel_job_stops_a_job_running_here(
     app: DBQueue, run_worker, runs, record_signals
 ) -> None:
