@@ -161,6 +161,10 @@ class Outcome:
     traceback: str | None = None
     delay: float = 0.0
     payload: bytes | None = None
+    #: The claim (``ClaimedJob``) this run came from, set by the process that claimed it:
+    #: it tells this run's bookkeeping from a later claim of the same job (a suspended
+    #: parent may be woken and claimed again before its ``suspend`` outcome is written).
+    claim: Any = field(default=None, compare=False, repr=False)
 
     def params(self, worker: str) -> dict[str, Any]:
         base: dict[str, Any] = {"id": self.job_id, "worker": worker}

@@ -271,8 +271,14 @@ def finish(
     registry = storage.fan_out_children
     by_kind.pop("suspend", None)
     children_: list[tuple[str, dict[str, Any], str]] = []
-    #: This batch's jobs as claimed (one entry per claim, compared by identity below).
-    seen = {o.job_id: registry[o.job_id] for o in outcomes if o.job_id in registry}
+    #: This batch's jobs as claimed (one entry per claim, compared by identity below). A
+    #: suspended job's entry is not looked up: it committed ``waiting`` in its own run, so
+    #: by now it may have been woken and claimed again (its new entry must stay).
+    seen = {
+        o.job_id: registry[o.job_id]
+        for o in outcomes
+        if o.kind != "suspend" and o.job_id in registry
+    }
     if seen:
         for kind in _SLOT:
             plain: list[dict[str, Any]] = []
@@ -308,6 +314,9 @@ def finish(
         # Only this claim's entry: a retried child may have been claimed again meanwhile.
         if registry.get(job_id) is claimed:
             del registry[job_id]
+    for outcome in outcomes:
+        if outcome.kind == "suspend" and registry.get(outcome.job_id) is outcome.claim:
+            del registry[outcome.job_id]
     after_decided(storage, decided)
     if suspects:
         suspects = storage._really_lost(suspects, {o.job_id: o.kind for o in outcomes})

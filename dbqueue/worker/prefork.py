@@ -252,7 +252,9 @@ class PreforkPool:
         kind = message[0]
         if kind == "outcome" and child.job is not None and not child.killed:
             child.reported = True
-            receipt = self.commit(message[1], message[2])
+            outcome = message[1]
+            outcome.claim = child.job  # the child's copy is not the object claimed here
+            receipt = self.commit(outcome, message[2])
             if message[2]:
                 receipt.add_done_callback(_acknowledge(child))
         elif kind == "done":
@@ -448,6 +450,7 @@ def child_main(
     signals.worker_process_init.send(hostname)
 
     def commit(outcome: Outcome, wait: bool) -> Receipt:
+        outcome.claim = None  # the parent attaches its own claim: no need to send this one
         conn.send(("outcome", outcome, wait))
         if not wait:
             return _UNASKED

@@ -203,6 +203,7 @@ class JobRunner:
             guard = LimitGuard(self.watchdog, soft, hard, guard)
         decision = run_sync(task, request, guard)
         outcome = to_outcome(task, request, decision, *self._serializers)
+        outcome.claim = job
         watched = _watchers(task) if decision.kind == "success" else HANDLERS
         if watched is NOBODY:
             if quiet is not None:
@@ -235,6 +236,7 @@ class JobRunner:
         body = run_async(task, request, limit, exc)
         decision = await (control.stoppable(job.id, body) if control is not None else body)
         outcome = to_outcome(task, request, decision, *self._serializers)
+        outcome.claim = job
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[bool] = loop.create_future()
 

@@ -210,3 +210,34 @@ def test_a_child_claimed_again_while_its_retry_is_written_stays_known(tmp_path) 
     fanouts.finish(storage, "worker", [outcome], {"retry": [outcome.params("worker")]})
     assert "child" not in storage.fan_out_children
     app.close()
+
+
+def test_a_parent_woken_and_claimed_again_before_its_suspend_is_written_stays_known(
+    tmp_path,
+) -> None:
+    """A parent that is also a fan-out child commits ``waiting`` in its own run; its children
+    may finish, wake it and have it claimed again before the completer writes the first run's
+    ``suspend`` outcome. That outcome must drop only its own claim's entry, or the replay's
+    completion would go uncounted and the grandparent wait forever."""
+    from dbqueue import DBQueue
+    from dbqueue.storage import ClaimedJob, Outcome, fanouts
+
+    app = DBQueue("registry", broker=f"sqlite:///{tmp_path / 'q.db'}")
+    storage = app.storage
+
+    def claim_of(job_id: str) -> ClaimedJob:
+        return ClaimedJob(
+            job_id, "t", "q", 0, b"[[], {}]", "application/json", 1, 3, 0.0, None, 0.0,
+            None, None, fan_out_id="fan-1",
+        )  # fmt: skip
+
+    first, again = claim_of("branch"), claim_of("branch")
+    storage.fan_out_children["branch"] = again  # woken and claimed again already
+    suspended = Outcome("suspend", "branch", claim=first)
+    fanouts.finish(storage, "worker", [suspended], {"suspend": [suspended.params("worker")]})
+    assert storage.fan_out_children["branch"] is again
+
+    storage.fan_out_children["branch"] = first  # the usual order: written before the wake
+    fanouts.finish(storage, "worker", [suspended], {"suspend": [suspended.params("worker")]})
+    assert "branch" not in storage.fan_out_children
+    app.close()
