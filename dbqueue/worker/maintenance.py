@@ -26,6 +26,8 @@ logger = logging.getLogger("dbqueue.worker")
 DEAD_WORKER_AGE = 3600.0
 #: Jobs pruned per statement, so pruning never holds long locks.
 PRUNE_BATCH = 1000
+#: Seconds between two recounts of miscounted fan-outs (each scans a few fan-outs' children).
+RECOUNT_INTERVAL = 60.0
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Maintenance:
         self.schedule = schedule
         self.register = register
         self.on_reaped = on_reaped
+        #: Where the fan-out recount goes on next pass (it visits every fan-out in turn).
+        self._recount_after = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dbqueue-maintenance", daemon=True)
 
@@ -73,6 +77,7 @@ class Maintenance:
             (s.reap, self.fan_outs),
             (s.prune if s.result_expires else 0.0, self.prune),
             (60.0, self.forget_dead_workers),
+            (RECOUNT_INTERVAL, self.recount_fan_outs),
         ]
         due = {
             fn: time.monotonic() + (interval if fn == self.heartbeat else 0.0)
@@ -122,6 +127,11 @@ class Maintenance:
         from dbqueue.durable.maintenance import sweep
 
         sweep(self._storage())
+
+    def recount_fan_outs(self) -> None:
+        from dbqueue.durable.maintenance import recount_pass
+
+        self._recount_after = recount_pass(self._storage(), self._recount_after)
 
     def prune(self) -> None:
         expires = self.schedule.result_expires

@@ -24,7 +24,7 @@ from dbqueue import (
     signals,
     sub,
 )
-from dbqueue.storage import fanouts
+from dbqueue.storage import fanouts, recount
 from tests.integration.helpers import JOB_TIMEOUT, Runs, job, settle, sql, wait_status
 from tests.support.polling import wait_until
 
@@ -574,6 +574,87 @@ def test_recovery_cancels_children_a_decided_fan_out_left_behind(app: DBQueue) -
     assert job(app, leftover.id)["status"] == "cancelled"
     assert sql(app, "SELECT cancelled FROM dbqueue_fan_outs WHERE id = 'f1'") == [(1,)]
     assert fanouts.recover(app.storage) == {"woken": 0, "cancelled": 0}
+
+
+def _stuck_fan_out(app: DBQueue, fan_out_id: str, statuses: list[str | None], **counts: int) -> str:
+    """A waiting parent and an undecided FailFast fan-out whose children have these
+    statuses (None: no row); the fan-out's stored counts are ``counts``. Returns the parent."""
+
+    @app.task(name="stuck_job")
+    def stuck_job() -> None:
+        pass
+
+    parent = stuck_job.delay()
+    sql(app, "UPDATE dbqueue_jobs SET status = 'waiting' WHERE id = :id", id=parent.id)
+    sql(
+        app,
+        "INSERT INTO dbqueue_fan_outs (id, parent_id, call_index, strategy, needed, total, "
+        "completed, failed, cancelled) VALUES (:f, :p, 0, 'fail_fast', :n, :n, :c, :x, :y)",
+        f=fan_out_id,
+        p=parent.id,
+        n=len(statuses),
+        c=counts.get("completed", 0),
+        x=counts.get("failed", 0),
+        y=counts.get("cancelled", 0),
+    )
+    for index, status in enumerate(statuses):
+        if status is None:
+            continue
+        child = stuck_job.apply_async(task_id=fanouts.child_id(fan_out_id, index))
+        sql(
+            app,
+            "UPDATE dbqueue_jobs SET status = :s, fan_out_id = :f, fan_out_index = :i, "
+            "parent_id = :p WHERE id = :id",
+            s=status,
+            f=fan_out_id,
+            i=index,
+            p=parent.id,
+            id=child.id,
+        )
+    return parent.id
+
+
+def test_recount_decides_a_fan_out_whose_finished_children_went_uncounted(app: DBQueue) -> None:
+    """The backstop for a miscount: every child finished but one was never counted; the
+    recount decides the fan-out from the rows and wakes the parent, once."""
+    parent = _stuck_fan_out(app, "f3", ["completed", "completed"], completed=1)
+    assert recount.recount(app.storage) == (0, "")  # younger than RECOUNT_AGE: left alone
+    assert recount.recount(app.storage, age=0.0) == (1, "")
+    assert sql(app, "SELECT status, completed, failed FROM dbqueue_fan_outs") == [
+        ("completed", 2, 0)
+    ]
+    assert job(app, parent)["status"] == "pending"
+    assert recount.recount(app.storage, age=0.0) == (0, "")
+
+
+def test_recount_leaves_a_fan_out_with_a_live_child_and_counts_a_gone_one(app: DBQueue) -> None:
+    parent = _stuck_fan_out(app, "f4", ["completed", "pending"], completed=1)
+    other = _stuck_fan_out(app, "f5", ["failed", None])
+    assert recount.recount(app.storage, age=0.0, limit=1) == (0, "f4")  # live child: waits
+    assert recount.recount(app.storage, "f4", age=0.0, limit=1) == (1, "f5")
+    assert sql(app, "SELECT status, failed, cancelled FROM dbqueue_fan_outs WHERE id = 'f5'") == [
+        ("failed", 1, 1)  # the child with no row counts as cancelled
+    ]
+    assert job(app, other)["status"] == "pending"
+    sql(app, "DELETE FROM dbqueue_jobs WHERE id = :id", id=fanouts.child_id("f4", 1))
+    assert recount.recount(app.storage, "f5", age=0.0, limit=1) == (0, "")
+    assert recount.recount(app.storage, age=0.0) == (1, "")
+    assert sql(app, "SELECT status FROM dbqueue_fan_outs WHERE id = 'f4'") == [("failed",)]
+    assert job(app, parent)["status"] == "pending"
+
+
+def test_a_worker_recounts_an_old_stuck_fan_out_and_the_parent_runs(
+    app: DBQueue, run_worker
+) -> None:
+    parent = _stuck_fan_out(app, "f6", ["completed"])
+    sql(app, "UPDATE dbqueue_fan_outs SET created_at = created_at - 120")
+    run_worker(app)
+    wait_until(
+        lambda: sql(app, "SELECT status FROM dbqueue_fan_outs") == [("completed",)],
+        timeout=JOB_TIMEOUT,
+        message="the worker's maintenance recounted the fan-out",
+    )
+    wait_status(app, parent, "completed")
 
 
 def test_purge_and_prune_leave_a_live_parents_children(app: DBQueue, run_worker, gates) -> None:

@@ -199,3 +199,23 @@ JOIN dbqueue_jobs p ON p.id = f.parent_id
 WHERE f.status = 'pending' AND f.cancel_on_parent_failure = TRUE
   AND p.status IN ('failed', 'cancelled')
 LIMIT :limit
+
+-- name: recount_candidates
+-- Recovery: undecided fan-outs older than :age seconds, in id order after :after (a cursor
+-- that goes round, so every one is looked at in turn).
+SELECT id, total FROM dbqueue_fan_outs
+WHERE status = 'pending' AND created_at < {now} - :age AND id > :after
+ORDER BY id LIMIT :limit
+
+-- name: live_child
+-- One unfinished child of a fan-out, if any (the scan of its key range stops there).
+SELECT id FROM dbqueue_jobs
+WHERE id BETWEEN :low AND :high AND fan_out_id = :fan_out_id
+  AND status IN ('pending', 'running', 'retrying', 'waiting', 'paused')
+LIMIT 1
+
+-- name: child_counts
+-- A fan-out's children by status, read from their rows (the recount of a miscounted fan-out).
+SELECT status, COUNT(*) AS n FROM dbqueue_jobs
+WHERE id BETWEEN :low AND :high AND fan_out_id = :fan_out_id
+GROUP BY status
