@@ -169,6 +169,7 @@ def worker(
         show_banner=not without_banner,
         prefetch_multiplier=prefetch_multiplier,
         beat=beat,
+        freeze_heap=True,
     ).start()
 
 

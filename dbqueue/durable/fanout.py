@@ -327,7 +327,11 @@ def collect(context: JobContext, fan_out_id: str) -> Results:
         if suspended is None:
             raise JobNotOwned(f"job {context.id} is no longer held by this worker")
         row = fanouts.get(storage, fan_out_id) or row
-    results = _results(context, row, fanouts.children(storage, fan_out_id, int(row["total"])))
+    results = _results(
+        context,
+        row,
+        fanouts.children(storage, fan_out_id, int(row["total"]), bool(row["keyed_children"])),
+    )
     if row["status"] != "completed":
         raise FanOutFailed(_summary(row, results), results)
     return results

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(slots=True)
+@dataclass
 class Result:
     """One child's outcome: a value when ``ok``, else an error (its exception, rebuilt)."""
 

@@ -164,7 +164,7 @@ class Outcome:
     #: The claim (``ClaimedJob``) this run came from, set by the process that claimed it:
     #: it tells this run's bookkeeping from a later claim of the same job (a suspended
     #: parent may be woken and claimed again before its ``suspend`` outcome is written).
-    claim: Any = field(default=None, compare=False, repr=False)
+    claim: ClaimedJob | None = field(default=None, compare=False, repr=False)
 
     def params(self, worker: str) -> dict[str, Any]:
         base: dict[str, Any] = {"id": self.job_id, "worker": worker}
@@ -220,7 +220,7 @@ class Storage(ControlStorage):
         self.retry = retry
         self.notify = notify
         self.q = queries.load(self.family)
-        #: Fan-out children this process claimed and has not finished: job id -> fan-out id.
+        #: Fan-out children this process claimed and has not finished: job id -> the claim.
         #: Their terminal outcomes are counted into their fan-out in the same transaction.
         self.fan_out_children: dict[str, ClaimedJob] = {}
 

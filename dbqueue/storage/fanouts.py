@@ -78,15 +78,23 @@ def decide(
 
 
 def child_id(fan_out_id: str, index: int) -> str:
-    """Child ``index``'s job id: the fan-out id's first 24 characters, then the index as 12 hex
-    digits. For a uuid4 fan-out id that is again a UUID (74 random bits shared by the
+    """Child ``index``'s job id: the fan-out id's first 24 characters, then the index as 12
+    decimal digits. For a uuid4 fan-out id that is again a UUID (74 random bits shared by the
     fan-out's children), and the children lie in one primary-key range, so they are found
-    without an index of their own."""
-    return f"{fan_out_id[:24]}{index:012x}"
+    without an index of their own. Decimal digits sort the same way in every collation
+    (bytewise, glibc, ICU with or without numeric ordering)."""
+    return f"{fan_out_id[:24]}{index:012d}"
 
 
-def child_range(fan_out_id: str, total: int) -> dict[str, str]:
+#: All UUIDs as text: where the children of a fan-out spawned before ids were derived (random
+#: uuid4s, ``keyed_children`` false) are; scanning it is slow, and only they need it.
+_ALL_UUIDS = ("00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff")
+
+
+def child_range(fan_out_id: str, total: int, keyed: bool = True) -> dict[str, str]:
     """The primary-key range holding the fan-out's children, as query parameters."""
+    if not keyed:
+        return {"low": _ALL_UUIDS[0], "high": _ALL_UUIDS[1]}
     return {"low": child_id(fan_out_id, 0), "high": child_id(fan_out_id, max(total - 1, 0))}
 
 
@@ -227,22 +235,18 @@ def get(storage: Storage, fan_out_id: str) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
-def children(storage: Storage, fan_out_id: str, total: int) -> list[tuple[Any, ...]]:
+def children(
+    storage: Storage, fan_out_id: str, total: int, keyed: bool = True
+) -> list[tuple[Any, ...]]:
     """The fan-out's children (in no order), with their results or errors: tuples of
     (fan_out_index, id, task, status, result, result_type, error_type, error, traceback).
-
-    Read by primary-key range; if that finds fewer than ``total`` (some were deleted, or a
-    collation orders the range differently) the children are looked for by fan-out id."""
+    Read by primary-key range; a child whose row was deleted is simply not there."""
 
     def run(conn: Connection) -> list[tuple[Any, ...]]:
-        params = {"fan_out_id": fan_out_id, **child_range(fan_out_id, total)}
+        params = {"fan_out_id": fan_out_id, **child_range(fan_out_id, total, keyed)}
         cursor = storage.raw(conn, "fan_out_children", params)
         rows = cursor.fetchall()
         cursor.close()
-        if len(rows) < total:
-            cursor = storage.raw(conn, "fan_out_children_scan", {"fan_out_id": fan_out_id})
-            rows = cursor.fetchall()
-            cursor.close()
         return [(row[0], *row[1:4], _bytes(row[4]), *row[5:]) for row in rows]
 
     return storage.read(run, "fan-out results")
@@ -315,7 +319,8 @@ def finish(
         if registry.get(job_id) is claimed:
             del registry[job_id]
     for outcome in outcomes:
-        if outcome.kind == "suspend" and registry.get(outcome.job_id) is outcome.claim:
+        claim = outcome.claim
+        if outcome.kind == "suspend" and claim is not None and registry.get(claim.id) is claim:
             del registry[outcome.job_id]
     after_decided(storage, decided)
     if suspects:
@@ -493,8 +498,8 @@ def _cancel_children(
     for chunk in _chunks(sorted(set(fan_out_ids))):
         totals.extend(storage.run(conn, "fan_out_totals", {"ids": chunk}))
     rows = []
-    for fan_out_id, total in sorted(totals):
-        params = {"fan_out_id": fan_out_id, **child_range(fan_out_id, total)}
+    for fan_out_id, total, keyed in sorted(totals):
+        params = {"fan_out_id": fan_out_id, **child_range(fan_out_id, total, bool(keyed))}
         rows.extend(storage.run(conn, "lock_live_children", params))
     if not rows:
         return 0, []

@@ -1,7 +1,7 @@
 """Versioned schema migrations: ``migrations/<dialect>/NNNN_name.sql``, applied in order.
 
 Each applied version is recorded in ``dbqueue_schema``. Upgrades run under a database-wide
-lock, so any number of processes may start at once; migrations only add, never drop data.
+lock, so any number of processes may start at once; migrations never drop data (an index, at most).
 """
 
 from __future__ import annotations

@@ -34,28 +34,38 @@ def recount(
     storage: Storage, after: str = "", *, limit: int = RECOUNT_LIMIT, age: float = RECOUNT_AGE
 ) -> tuple[int, str]:
     """Look at up to ``limit`` undecided fan-outs older than ``age`` seconds with ids after
-    ``after``; decide those whose children have all finished. Returns how many were decided
-    and the cursor for the next pass ("" once the end was reached: start over)."""
-    candidates = storage.read(
-        lambda c: storage.run(
-            c, "recount_candidates", {"after": after, "age": age, "limit": limit}
-        ).all(),
-        "fan-outs to recount",
-    )
+    ``after`` (going round to the start after the last); decide those whose children have
+    all finished. Returns how many were decided and the cursor for the next pass."""
+    candidates = _candidates(storage, after, limit, age)
+    if len(candidates) < limit and after:  # the end was reached: go round from the start
+        seen = {row.id for row in candidates}
+        again = _candidates(storage, "", limit - len(candidates), age)
+        candidates += [row for row in again if row.id not in seen]
     decided: list[Decided] = []
     for row in candidates:
-        span = {"fan_out_id": row.id, **child_range(row.id, int(row.total))}
-        busy = storage.read(functools.partial(_live_child, storage, span=span), "a live child")
-        if busy:
+        keyed = bool(row.keyed_children)
+        span = {"fan_out_id": row.id, **child_range(row.id, int(row.total), keyed)}
+        try:
+            if storage.read(functools.partial(_live_child, storage, span=span), "a live child"):
+                continue
+            found = storage.write(
+                functools.partial(_recount_one, storage, span=span), "recounting a fan-out"
+            )
+        except Exception as error:  # one fan-out that cannot be recounted stops no other
+            logger.warning("Recounting fan-out %s failed (next round retries): %s", row.id, error)
             continue
-        found = storage.write(
-            functools.partial(_recount_one, storage, span=span), "recounting a fan-out"
-        )
         if found is not None:
             decided.append(found)
     after_decided(storage, decided)
     cursor = candidates[-1].id if len(candidates) == limit else ""
     return len(decided), cursor
+
+
+def _candidates(storage: Storage, after: str, limit: int, age: float) -> list[Any]:
+    params = {"after": after, "age": age, "limit": limit}
+    return storage.read(
+        lambda c: list(storage.run(c, "recount_candidates", params)), "fan-outs to recount"
+    )
 
 
 def _live_child(storage: Storage, conn: Connection, *, span: dict[str, Any]) -> bool:

@@ -61,6 +61,11 @@ class WorkerControl:
         self._gen = 0
         #: Local pause/resume writes not yet committed (the database's mode is stale meanwhile).
         self._writing = 0
+        #: A mode whose write failed: each control pass writes it again, and until one does,
+        #: the database's (stale) mode is not applied here.
+        self._unwritten: tuple[str | None] | None = None
+        #: The generation of the latest change of the worker's mode.
+        self._mode_gen = 0
         self._local_jobs: dict[str, tuple[str | None, int]] = {}
         self._local_queues: dict[str, tuple[bool, int]] = {}
         #: Jobs this worker was asked to stop (until they leave it).
@@ -115,6 +120,7 @@ class WorkerControl:
     def control_pass(self) -> None:
         """Read what other processes asked for and apply it (one round trip)."""
         worker = self.worker
+        self._write_again()
         gen = self._gen
         held = list(worker._jobs)
         found = worker.storage.control_requests(worker.id, held, SUBSCRIBER_AGE)
@@ -196,15 +202,20 @@ class WorkerControl:
         database at; the change is dropped if a local one came since (checked under the lock)."""
         worker = self.worker
         with self._lock:
-            if seen is not None and (seen != self._gen or self._writing):
+            if seen is not None and (
+                seen != self._gen or self._writing or self._unwritten is not None
+            ):
                 return
             self._gen += 1
-            self._writing += write
+            self._mode_gen = change = self._gen
+            self._writing += int(write)
+            if write:
+                self._unwritten = None
             changed = self.mode != mode
             self.mode = mode
             self._refresh()
         if write:
-            self._write_mode(mode)
+            self._write_mode(mode, change)
         if mode is None:
             if changed:
                 logger.warning("Worker %s resumed", worker.name)
@@ -225,18 +236,37 @@ class WorkerControl:
             signals.worker_paused.send(worker, mode=mode)
             self.events.worker_event(paused=True, mode=mode)
 
-    def _write_mode(self, mode: str | None) -> None:
+    def _write_mode(self, mode: str | None, change: int) -> None:
         """Store the mode for other processes. A control pass that reads the row before this
         commits sees the old mode: until it is written, and for any pass that began before,
         the database's mode is not applied here (``_writing``, then the generation moves)."""
+        unwritten = None
         try:
             self.worker.storage.pause_worker(self.worker.id, mode)
         except Exception as error:
-            logger.warning("Could not record the worker's pause state: %s", error)
+            logger.warning("Could not record the worker's pause state (retried): %s", error)
+            unwritten = (mode,)
         finally:
             with self._lock:
                 self._writing -= 1
                 self._gen += 1
+                if unwritten is not None and self._mode_gen == change:
+                    self._unwritten = unwritten  # no newer change replaced this one
+
+    def _write_again(self) -> None:
+        """A control pass first retries a mode whose write failed."""
+        unwritten = self._unwritten
+        if unwritten is None:
+            return
+        try:
+            self.worker.storage.pause_worker(self.worker.id, unwritten[0])
+        except Exception as error:
+            logger.warning("Could not record the worker's pause state (retried): %s", error)
+            return
+        with self._lock:
+            if self._unwritten is unwritten:
+                self._unwritten = None
+            self._gen += 1
 
     def wait_for_pause(self, timeout: float | None = None) -> bool:
         """Wait until no job is held here; False on timeout. The worker must be paused."""

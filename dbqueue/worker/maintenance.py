@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,8 +58,9 @@ class Maintenance:
         self.schedule = schedule
         self.register = register
         self.on_reaped = on_reaped
-        #: Where the fan-out recount goes on next pass (it visits every fan-out in turn).
-        self._recount_after = ""
+        #: Where the fan-out recount goes on next pass (it visits every fan-out in turn); each
+        #: worker starts at a random place, so workers share the round instead of repeating it.
+        self._recount_after = str(uuid.uuid4())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dbqueue-maintenance", daemon=True)
 

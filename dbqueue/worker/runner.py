@@ -298,7 +298,7 @@ def _success_logger(task: Task, task_id: str, decision: Decision) -> Callable[[R
 
 def freeze_boot_objects() -> None:
     """Put what booting allocated (modules, tasks, the app, the engine) out of the cyclic
-    collector's reach, in a worker process (or a prefork child) once it has booted.
+    collector's reach, in a worker's own process (or a prefork child) once it has booted.
 
     Full collections then scan only what jobs allocate: a job that builds many objects (a
     10,000-child fan-out) no longer stalls its worker for a ~30 ms collection of the whole

@@ -133,6 +133,7 @@ class Worker:
         show_banner: bool = True,
         prefetch_multiplier: int | None = None,
         beat: bool = False,
+        freeze_heap: bool = False,
     ) -> None:
         conf = app.conf
         self.app = app
@@ -170,6 +171,9 @@ class Worker:
         self.install_signals = install_signals
         self.show_banner = show_banner
         self.embed_beat = beat
+        #: ``gc.freeze()`` the boot-time heap once booted: for a process that exists to run
+        #: this worker (``dbqueue worker`` sets it), not for a program embedding one.
+        self.freeze_heap = freeze_heap
         self.beat: Any = None
         self._jobs: dict[str, tuple[QueueGroup, float]] = {}
         self._lock = threading.Lock()
@@ -257,7 +261,7 @@ class Worker:
             self.stopper,
             commit_many=self.completer.submit_many,
         )
-        if threading.current_thread() is threading.main_thread():
+        if self.freeze_heap:
             freeze_boot_objects()
         self.pool = self._make_pool()
         self.pool.start()

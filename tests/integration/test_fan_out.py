@@ -559,7 +559,8 @@ def test_recovery_cancels_children_a_decided_fan_out_left_behind(app: DBQueue) -
     sql(
         app,
         "INSERT INTO dbqueue_fan_outs (id, parent_id, call_index, strategy, needed, total, "
-        "failed, status) VALUES ('f1', :p, 0, 'fail_fast', 2, 2, 1, 'failed')",
+        "failed, status, keyed_children) VALUES ('f1', :p, 0, 'fail_fast', 2, 2, 1, 'failed', "
+        "TRUE)",
         p=parent.id,
     )
     leftover = orphan_parent.apply_async(task_id=fanouts.child_id("f1", 1))
@@ -576,9 +577,16 @@ def test_recovery_cancels_children_a_decided_fan_out_left_behind(app: DBQueue) -
     assert fanouts.recover(app.storage) == {"woken": 0, "cancelled": 0}
 
 
-def _stuck_fan_out(app: DBQueue, fan_out_id: str, statuses: list[str | None], **counts: int) -> str:
+def _stuck_fan_out(
+    app: DBQueue,
+    fan_out_id: str,
+    statuses: list[str | None],
+    keyed: bool = True,
+    **counts: int,
+) -> str:
     """A waiting parent and an undecided FailFast fan-out whose children have these
-    statuses (None: no row); the fan-out's stored counts are ``counts``. Returns the parent."""
+    statuses (None: no row); the fan-out's stored counts are ``counts``. ``keyed=False``: a
+    fan-out from before children's ids were derived (random ones). Returns the parent."""
 
     @app.task(name="stuck_job")
     def stuck_job() -> None:
@@ -589,7 +597,9 @@ def _stuck_fan_out(app: DBQueue, fan_out_id: str, statuses: list[str | None], **
     sql(
         app,
         "INSERT INTO dbqueue_fan_outs (id, parent_id, call_index, strategy, needed, total, "
-        "completed, failed, cancelled) VALUES (:f, :p, 0, 'fail_fast', :n, :n, :c, :x, :y)",
+        "completed, failed, cancelled, keyed_children) "
+        "VALUES (:f, :p, 0, 'fail_fast', :n, :n, :c, :x, :y, :k)",
+        k=keyed,
         f=fan_out_id,
         p=parent.id,
         n=len(statuses),
@@ -600,7 +610,8 @@ def _stuck_fan_out(app: DBQueue, fan_out_id: str, statuses: list[str | None], **
     for index, status in enumerate(statuses):
         if status is None:
             continue
-        child = stuck_job.apply_async(task_id=fanouts.child_id(fan_out_id, index))
+        child_id = fanouts.child_id(fan_out_id, index) if keyed else str(uuid.uuid4())
+        child = stuck_job.apply_async(task_id=child_id)
         sql(
             app,
             "UPDATE dbqueue_jobs SET status = :s, fan_out_id = :f, fan_out_index = :i, "
@@ -637,10 +648,27 @@ def test_recount_leaves_a_fan_out_with_a_live_child_and_counts_a_gone_one(app: D
     ]
     assert job(app, other)["status"] == "pending"
     sql(app, "DELETE FROM dbqueue_jobs WHERE id = :id", id=fanouts.child_id("f4", 1))
-    assert recount.recount(app.storage, "f5", age=0.0, limit=1) == (0, "")
-    assert recount.recount(app.storage, age=0.0) == (1, "")
+    assert recount.recount(app.storage, "f5", age=0.0, limit=1) == (1, "f4")  # went round
     assert sql(app, "SELECT status FROM dbqueue_fan_outs WHERE id = 'f4'") == [("failed",)]
     assert job(app, parent)["status"] == "pending"
+    assert recount.recount(app.storage, age=0.0) == (0, "")
+
+
+def test_a_fan_out_from_before_derived_ids_is_still_read_cancelled_and_recounted(
+    app: DBQueue,
+) -> None:
+    """Children with random ids (``keyed_children`` false) are found across all UUIDs."""
+    _stuck_fan_out(app, "f7", ["completed", "pending", "running"], keyed=False, completed=1)
+
+    def statuses() -> list[tuple[int, str]]:
+        rows = fanouts.children(app.storage, "f7", 3, keyed=False)
+        return sorted((row[0], row[3]) for row in rows)
+
+    assert statuses() == [(0, "completed"), (1, "pending"), (2, "running")]
+    assert recount.recount(app.storage, age=0.0) == (0, "")  # live children: left alone
+    sql(app, "UPDATE dbqueue_fan_outs SET status = 'failed' WHERE id = 'f7'")
+    assert fanouts.cancel_rest(app.storage, ["f7"]) == 2
+    assert statuses() == [(0, "completed"), (1, "cancelled"), (2, "cancelled")]
 
 
 def test_a_worker_recounts_an_old_stuck_fan_out_and_the_parent_runs(

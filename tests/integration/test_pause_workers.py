@@ -171,6 +171,33 @@ def test_a_control_pass_reading_before_a_local_pause_commits_does_not_undo_it(
     assert not resumed
 
 
+def test_a_pause_whose_write_failed_is_written_by_the_next_control_pass(
+    app: DBQueue, run_worker, record_signals
+) -> None:
+    handle = run_worker(app, hostname="unwritten@test")
+    worker = handle.worker
+    resumed = record_signals(signals.worker_resumed)
+    storage = worker.storage
+
+    def unreachable(worker_id: str, mode: str | None) -> None:
+        raise ConnectionError("database unreachable")
+
+    storage.pause_worker = unreachable  # type: ignore[method-assign]
+    try:
+        worker.pause()
+        worker.control.control_pass()  # the write fails again; the stale row is not applied
+        assert worker.is_paused
+    finally:
+        del storage.pause_worker
+    worker.control.control_pass()  # written now
+    assert sql(app, "SELECT pause_mode FROM dbqueue_workers WHERE name = 'unwritten@test'") == [
+        ("graceful",)
+    ]
+    worker.control.control_pass()
+    assert worker.is_paused
+    assert not resumed
+
+
 def test_cancel_job_stops_a_job_running_here(
     app: DBQueue, run_worker, runs, record_signals
 ) -> None:

@@ -47,10 +47,10 @@ WHERE id = :id AND status = 'waiting'
 -- A new fan-out, undecided, with no child finished yet (a NULL :timeout means no deadline).
 INSERT INTO dbqueue_fan_outs (
     id, parent_id, call_index, strategy, threshold, needed, total, timeout_at,
-    cancel_on_parent_failure
+    cancel_on_parent_failure, keyed_children
 ) VALUES (
     :id, :parent_id, :call_index, :strategy, :threshold, :needed, :total,
-    {now} + :timeout, :cancel_on_parent_failure
+    {now} + :timeout, :cancel_on_parent_failure, TRUE
 )
 
 -- name: insert_children
@@ -70,7 +70,8 @@ SELECT 1 FROM dbqueue_fan_outs WHERE id = :id
 -- name: get_fan_out
 -- One fan-out: its strategy, counts and decision.
 SELECT id, parent_id, call_index, strategy, threshold, needed, total, completed, failed,
-       cancelled, status, timeout_at, cancel_on_parent_failure, created_at, decided_at
+       cancelled, status, timeout_at, cancel_on_parent_failure, created_at, decided_at,
+       keyed_children
 FROM dbqueue_fan_outs WHERE id = :id
 
 -- name: lock_fan_out
@@ -80,7 +81,7 @@ SELECT status FROM dbqueue_fan_outs WHERE id = :id FOR UPDATE
 
 -- name: fan_out_totals
 -- How many children these fan-outs have (their ids follow from it: fanouts.child_range).
-SELECT id, total FROM dbqueue_fan_outs WHERE id IN :ids
+SELECT id, total, keyed_children FROM dbqueue_fan_outs WHERE id IN :ids
 
 -- name: lock_fan_outs
 -- Fan-outs whose children just finished, locked in id order, to count them and decide.
@@ -101,15 +102,10 @@ WHERE id = :id AND status = 'pending'
 
 -- name: fan_out_children
 -- A fan-out's children with their results or errors, by primary-key range (a child's id is
--- its fan-out's prefix and its index: fanouts.child_id); the caller places them by
+-- its fan-out's prefix and its index: fanouts.child_range); the caller places them by
 -- fan_out_index, so the database need not sort them.
 SELECT fan_out_index, id, task, status, result, result_type, error_type, error, traceback
 FROM dbqueue_jobs WHERE id BETWEEN :low AND :high AND fan_out_id = :fan_out_id
-
--- name: fan_out_children_scan
--- The same, when the range found fewer children than the fan-out has (a table scan: rare).
-SELECT fan_out_index, id, task, status, result, result_type, error_type, error, traceback
-FROM dbqueue_jobs WHERE fan_out_id = :fan_out_id
 
 -- name: lock_owned
 -- Of these jobs, those this worker still holds, locked: finishing fan-out children must know
@@ -203,7 +199,7 @@ LIMIT :limit
 -- name: recount_candidates
 -- Recovery: undecided fan-outs older than :age seconds, in id order after :after (a cursor
 -- that goes round, so every one is looked at in turn).
-SELECT id, total FROM dbqueue_fan_outs
+SELECT id, total, keyed_children FROM dbqueue_fan_outs
 WHERE status = 'pending' AND created_at < {now} - :age AND id > :after
 ORDER BY id LIMIT :limit
 
