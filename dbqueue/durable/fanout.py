@@ -341,18 +341,9 @@ def _results(context: JobContext, row: dict[str, Any], children: list[Any]) -> R
     app = context.app
     assert app is not None
     by_index = {child[0]: child for child in children}
-    stored = [
-        (child[0], (child[4], child[5]))
-        for child in children
-        if child[3] == "completed" and child[4] is not None
-    ]
-    values = dict(
-        zip(
-            (index for index, _ in stored),
-            decode_many([item for _, item in stored], app.result_accept),
-            strict=True,
-        )
-    )
+    done = [child for child in children if child[3] == "completed" and child[4] is not None]
+    decoded = decode_many([(child[4], child[5]) for child in done], app.result_accept)
+    values = {child[0]: value for child, value in zip(done, decoded, strict=True)}
     results = Results()
     for index in range(int(row["total"])):
         child = by_index.get(index)

@@ -1,13 +1,14 @@
 """The fan-out pass of the worker's maintenance thread: enforce timeouts, and recover what a
 crash or race left behind (a decided fan-out whose parent was not woken, children a decided
-fan-out no longer needs, fan-outs of a cancelled parent, a fan-out miscounted). Every worker
-runs it; row locks (the single writer on SQLite) keep two workers from doing the same work."""
+fan-out no longer needs, fan-outs of a cancelled parent). Every worker runs it; row locks
+(the single writer on SQLite) keep two workers from doing the same work. Miscounted fan-outs
+are recounted less often (``storage/recount.py``, once a minute)."""
 
 from __future__ import annotations
 
 import logging
 
-from dbqueue.storage import Storage, fanouts, recount
+from dbqueue.storage import Storage, fanouts
 
 logger = logging.getLogger("dbqueue.durable")
 
@@ -23,9 +24,3 @@ def sweep(storage: Storage) -> None:
             "Cancelled %d child job(s) that decided fan-outs no longer need",
             recovered["cancelled"],
         )
-
-
-def recount_pass(storage: Storage, after: str) -> str:
-    """The slower pass (once a minute): recount miscounted fan-outs, a few per pass, from
-    ``after`` on; returns the cursor for the next pass."""
-    return recount.recount(storage, after)[1]

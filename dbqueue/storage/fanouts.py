@@ -275,14 +275,7 @@ def finish(
     registry = storage.fan_out_children
     by_kind.pop("suspend", None)
     children_: list[tuple[str, dict[str, Any], str]] = []
-    #: This batch's jobs as claimed (one entry per claim, compared by identity below). A
-    #: suspended job's entry is not looked up: it committed ``waiting`` in its own run, so
-    #: by now it may have been woken and claimed again (its new entry must stay).
-    seen = {
-        o.job_id: registry[o.job_id]
-        for o in outcomes
-        if o.kind != "suspend" and o.job_id in registry
-    }
+    seen = _claims(outcomes, registry)
     if seen:
         for kind in _SLOT:
             plain: list[dict[str, Any]] = []
@@ -318,14 +311,25 @@ def finish(
         # Only this claim's entry: a retried child may have been claimed again meanwhile.
         if registry.get(job_id) is claimed:
             del registry[job_id]
-    for outcome in outcomes:
-        claim = outcome.claim
-        if outcome.kind == "suspend" and claim is not None and registry.get(claim.id) is claim:
-            del registry[outcome.job_id]
     after_decided(storage, decided)
     if suspects:
         suspects = storage._really_lost(suspects, {o.job_id: o.kind for o in outcomes})
     return {o.job_id for o in outcomes} - suspects
+
+
+def _claims(outcomes: Sequence[Outcome], registry: dict[str, Any]) -> dict[str, Any]:
+    """This batch's jobs as claimed (their entries are later dropped only if still the same
+    object). An outcome names its claim where the job was claimed; without one, the
+    registry's entry stands in, except for a suspend: that job committed ``waiting`` in its
+    own run, so by now it may have been woken and claimed again (that entry must stay)."""
+    seen = {}
+    for outcome in outcomes:
+        claimed = outcome.claim
+        if claimed is None and outcome.kind != "suspend":
+            claimed = registry.get(outcome.job_id)
+        if claimed is not None:
+            seen[outcome.job_id] = claimed
+    return seen
 
 
 def _finish_children(

@@ -209,8 +209,7 @@ class WorkerControl:
             self._gen += 1
             self._mode_gen = change = self._gen
             self._writing += int(write)
-            if write:
-                self._unwritten = None
+            self._unwritten = None  # a newer mode: the failed write of an older one is moot
             changed = self.mode != mode
             self.mode = mode
             self._refresh()
@@ -239,34 +238,29 @@ class WorkerControl:
     def _write_mode(self, mode: str | None, change: int) -> None:
         """Store the mode for other processes. A control pass that reads the row before this
         commits sees the old mode: until it is written, and for any pass that began before,
-        the database's mode is not applied here (``_writing``, then the generation moves)."""
-        unwritten = None
+        the database's mode is not applied here (``_writing``, then the generation moves).
+        If the write fails, the next control pass writes it again (``_unwritten``)."""
+        written = False
         try:
             self.worker.storage.pause_worker(self.worker.id, mode)
+            written = True
         except Exception as error:
             logger.warning("Could not record the worker's pause state (retried): %s", error)
-            unwritten = (mode,)
         finally:
             with self._lock:
                 self._writing -= 1
                 self._gen += 1
-                if unwritten is not None and self._mode_gen == change:
-                    self._unwritten = unwritten  # no newer change replaced this one
+                if self._mode_gen == change:  # no newer change replaced this one
+                    self._unwritten = None if written else (mode,)
 
     def _write_again(self) -> None:
         """A control pass first retries a mode whose write failed."""
-        unwritten = self._unwritten
-        if unwritten is None:
-            return
-        try:
-            self.worker.storage.pause_worker(self.worker.id, unwritten[0])
-        except Exception as error:
-            logger.warning("Could not record the worker's pause state (retried): %s", error)
-            return
         with self._lock:
-            if self._unwritten is unwritten:
-                self._unwritten = None
-            self._gen += 1
+            if self._unwritten is None:
+                return
+            mode, change = self._unwritten[0], self._mode_gen
+            self._writing += 1
+        self._write_mode(mode, change)
 
     def wait_for_pause(self, timeout: float | None = None) -> bool:
         """Wait until no job is held here; False on timeout. The worker must be paused."""

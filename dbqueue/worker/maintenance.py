@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dbqueue.storage import Storage
+from dbqueue.storage.recount import recount
 
 logger = logging.getLogger("dbqueue.worker")
 
@@ -131,9 +132,7 @@ class Maintenance:
         sweep(self._storage())
 
     def recount_fan_outs(self) -> None:
-        from dbqueue.durable.maintenance import recount_pass
-
-        self._recount_after = recount_pass(self._storage(), self._recount_after)
+        _, self._recount_after = recount(self._storage(), self._recount_after)
 
     def prune(self) -> None:
         expires = self.schedule.result_expires

@@ -546,60 +546,32 @@ def test_recovery_wakes_a_parent_left_waiting(app: DBQueue, run_worker) -> None:
     assert job(app, result.id)["status"] == "completed"
 
 
-def test_recovery_cancels_children_a_decided_fan_out_left_behind(app: DBQueue) -> None:
-    """Children still pending under a decided fan-out (a crash after the decision) are
-    cancelled by the maintenance pass, and counted."""
-
-    @app.task(name="orphan_parent")
-    def orphan_parent() -> None:
-        pass
-
-    parent = orphan_parent.delay()
-    sql(app, "UPDATE dbqueue_jobs SET status = 'completed' WHERE id = :id", id=parent.id)
-    sql(
-        app,
-        "INSERT INTO dbqueue_fan_outs (id, parent_id, call_index, strategy, needed, total, "
-        "failed, status, keyed_children) VALUES ('f1', :p, 0, 'fail_fast', 2, 2, 1, 'failed', "
-        "TRUE)",
-        p=parent.id,
-    )
-    leftover = orphan_parent.apply_async(task_id=fanouts.child_id("f1", 1))
-    sql(
-        app,
-        "UPDATE dbqueue_jobs SET fan_out_id = 'f1', fan_out_index = 1, parent_id = :p "
-        "WHERE id = :id",
-        id=leftover.id,
-        p=parent.id,
-    )
-    assert fanouts.recover(app.storage) == {"woken": 0, "cancelled": 1}
-    assert job(app, leftover.id)["status"] == "cancelled"
-    assert sql(app, "SELECT cancelled FROM dbqueue_fan_outs WHERE id = 'f1'") == [(1,)]
-    assert fanouts.recover(app.storage) == {"woken": 0, "cancelled": 0}
-
-
 def _stuck_fan_out(
     app: DBQueue,
     fan_out_id: str,
     statuses: list[str | None],
     keyed: bool = True,
+    parent_status: str = "waiting",
+    status: str = "pending",
     **counts: int,
 ) -> str:
-    """A waiting parent and an undecided FailFast fan-out whose children have these
-    statuses (None: no row); the fan-out's stored counts are ``counts``. ``keyed=False``: a
-    fan-out from before children's ids were derived (random ones). Returns the parent."""
+    """A parent (waiting) and its FailFast fan-out (undecided) as a crash or race may leave
+    them: children with these statuses (None: no row), stored counts ``counts``.
+    ``keyed=False``: a fan-out from before children's ids were derived. Returns the parent."""
 
     @app.task(name="stuck_job")
     def stuck_job() -> None:
         pass
 
     parent = stuck_job.delay()
-    sql(app, "UPDATE dbqueue_jobs SET status = 'waiting' WHERE id = :id", id=parent.id)
+    sql(app, "UPDATE dbqueue_jobs SET status = :s WHERE id = :id", s=parent_status, id=parent.id)
     sql(
         app,
         "INSERT INTO dbqueue_fan_outs (id, parent_id, call_index, strategy, needed, total, "
-        "completed, failed, cancelled, keyed_children) "
-        "VALUES (:f, :p, 0, 'fail_fast', :n, :n, :c, :x, :y, :k)",
+        "completed, failed, cancelled, keyed_children, status) "
+        "VALUES (:f, :p, 0, 'fail_fast', :n, :n, :c, :x, :y, :k, :status)",
         k=keyed,
+        status=status,
         f=fan_out_id,
         p=parent.id,
         n=len(statuses),
@@ -623,6 +595,19 @@ def _stuck_fan_out(
             id=child.id,
         )
     return parent.id
+
+
+def test_recovery_cancels_children_a_decided_fan_out_left_behind(app: DBQueue) -> None:
+    """Children still pending under a decided fan-out (a crash after the decision) are
+    cancelled by the maintenance pass, and counted."""
+    _stuck_fan_out(
+        app, "f1", [None, "pending"], parent_status="completed", status="failed", failed=1
+    )
+    leftover = fanouts.child_id("f1", 1)
+    assert fanouts.recover(app.storage) == {"woken": 0, "cancelled": 1}
+    assert job(app, leftover)["status"] == "cancelled"
+    assert sql(app, "SELECT cancelled FROM dbqueue_fan_outs WHERE id = 'f1'") == [(1,)]
+    assert fanouts.recover(app.storage) == {"woken": 0, "cancelled": 0}
 
 
 def test_recount_decides_a_fan_out_whose_finished_children_went_uncounted(app: DBQueue) -> None:
