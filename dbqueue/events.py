@@ -137,6 +137,9 @@ class EventBus:
     def __init__(self, app: DBQueue) -> None:
         self.app = app
         self._cond = threading.Condition()
+        #: Held while a batch is written (taken before ``_cond``): one insert at a time, in
+        #: the order batches left ``_pending``, so readers see this process's events in order.
+        self._writing = threading.Lock()
         self._pending: list[Row] = []
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -201,9 +204,10 @@ class EventBus:
                     return
             elif not fresh and not self.active:
                 return
-            with self._cond:
-                batch, self._pending = [*self._pending, event], []
-            storage.publish_events(batch)
+            with self._writing:
+                with self._cond:
+                    batch, self._pending = [*self._pending, event], []
+                storage.publish_events(batch)
         except Exception as error:
             logger.warning("Could not publish a %s event: %s", event[0], error)
 
@@ -232,9 +236,12 @@ class EventBus:
                 due = last + FLUSH_INTERVAL
                 while not self._closing and (wait := due - time.monotonic()) > 0:
                     self._cond.wait(wait)
-                batch, self._pending = self._pending, []
-            last = time.monotonic()
-            self._publish(batch)
+            with self._writing:
+                with self._cond:
+                    batch, self._pending = self._pending, []
+                last = time.monotonic()
+                if batch:  # publish_now may have taken them meanwhile
+                    self._publish(batch)
 
     def _publish(self, batch: list[Row]) -> None:
         try:

@@ -39,7 +39,10 @@ def collect(stream: EventStream, until: Callable[[list[Event]], bool]) -> list[E
             seen.append(event)
         return until(seen)
 
-    wait_until(done, timeout=JOB_TIMEOUT, interval=0, message=f"events so far: {seen}")
+    try:
+        wait_until(done, timeout=JOB_TIMEOUT, interval=0, message="the events expected")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; events so far: {seen}") from None
     return seen
 
 
